@@ -1,0 +1,180 @@
+"""Canonical lead events and lead state: the vocabulary shared by CRM adapters, ingest and the core.
+
+Every inbound source (the generic format, HubSpot, Pipedrive, ...) turns what it receives into
+``LeadEvent`` values; the event log stores them; the SLA engine folds them into ``LeadState`` and
+cycles. Nothing here knows about HTTP or databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+EventType = Literal[
+    "lead.created",
+    "lead.status_changed",
+    "lead.assigned",
+    "lead.activity",
+    "lead.updated",
+    "lead.deleted",
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "lead.created",
+    "lead.status_changed",
+    "lead.assigned",
+    "lead.activity",
+    "lead.updated",
+    "lead.deleted",
+)
+
+CANONICAL_STATUSES: tuple[str, ...] = (
+    "new",
+    "mql",
+    "sal",
+    "sql",
+    "opportunity",
+    "customer",
+    "disqualified",
+    "recycled",
+    "unreachable",
+)
+
+# Lead fields a policy may match on or group reports by.
+LEAD_FIELDS: tuple[str, ...] = (
+    "status",
+    "owner",
+    "team",
+    "email",
+    "name",
+    "source",
+    "segment",
+    "priority",
+    "score",
+    "country",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadSnapshot:
+    """The lead's fields as the sender knew them when the event happened.
+
+    ``None`` means "not sent", never "cleared": a field is only overwritten by a value.
+    ``source`` is the marketing source (webinar, ads, ...), not the CRM the event came from.
+    """
+
+    id: str
+    status: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    email: str | None = None
+    name: str | None = None
+    source: str | None = None
+    segment: str | None = None
+    priority: str | None = None
+    score: float | None = None
+    country: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    to: str
+    from_: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerChange:
+    to: str | None
+    from_: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    kind: str  # call, email, whatsapp, meeting, ...
+    outcome: str | None = None
+    by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeadEvent:
+    """One thing that happened to a lead in the CRM.
+
+    ``event_id`` is unique per source (the dedupe key). ``occurred_at`` is an aware UTC instant.
+    ``self_originated`` marks changes lead-sla itself made in the CRM (recognised by the CRM's
+    change-source field): they update state but never start a clock.
+    """
+
+    event_id: str
+    type: EventType
+    occurred_at: datetime
+    lead: LeadSnapshot
+    status: StatusChange | None = None
+    owner: OwnerChange | None = None
+    activity: Activity | None = None
+    self_originated: bool = False
+
+    @property
+    def order_key(self) -> tuple[datetime, str]:
+        """Events apply in ``occurred_at`` order; the id breaks ties so any arrival order folds
+        to the same result."""
+        return (self.occurred_at, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LeadState:
+    """The lead as derived from its events, in ``occurred_at`` order."""
+
+    id: str
+    status: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    email: str | None = None
+    name: str | None = None
+    source: str | None = None
+    segment: str | None = None
+    priority: str | None = None
+    score: float | None = None
+    country: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    deleted: bool = False
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def field(self, name: str) -> Any:
+        """A lead field by name, falling back to ``attributes`` for custom fields."""
+        if name in LEAD_FIELDS:
+            return getattr(self, name)
+        return self.attributes.get(name)
+
+
+def apply_event(state: LeadState, event: LeadEvent) -> LeadState:
+    """The lead after ``event``: snapshot fields overwrite, then the typed change wins."""
+    snap = event.lead
+    changes: dict[str, Any] = {
+        name: getattr(snap, name)
+        for name in LEAD_FIELDS
+        if getattr(snap, name) is not None
+    }
+    if snap.attributes:
+        changes["attributes"] = {**state.attributes, **snap.attributes}
+    if event.status is not None:
+        changes["status"] = event.status.to
+    if event.owner is not None:
+        changes["owner"] = event.owner.to
+    if event.type == "lead.deleted":
+        changes["deleted"] = True
+    if state.created_at is None:
+        changes["created_at"] = event.occurred_at
+    changes["updated_at"] = event.occurred_at
+    return replace(state, **changes)
+
+
+def sort_and_dedupe(events: list[LeadEvent]) -> list[LeadEvent]:
+    """Events in application order, each ``event_id`` once (the first stored copy wins)."""
+    seen: dict[str, LeadEvent] = {}
+    for event in events:
+        seen.setdefault(event.event_id, event)
+    return sorted(seen.values(), key=lambda e: e.order_key)
