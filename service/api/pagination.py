@@ -1,0 +1,28 @@
+"""Opaque cursors: base64 of a small JSON object, so their shape can change without breaking
+clients that treat them as tokens."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from fastapi import HTTPException
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    if not cursor:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded))
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, "invalid cursor") from None
+    if not isinstance(value, dict):
+        raise HTTPException(400, "invalid cursor")
+    return value

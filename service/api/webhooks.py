@@ -1,0 +1,114 @@
+"""``POST /webhooks/{source}``: authenticate, parse, persist and commit, then answer.
+
+The order matters: size limit before reading everything, authentication before parsing (an
+unauthenticated sender learns nothing about our format), and the 202 only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from service import metrics
+from service.api.errors import DATABASE_ERRORS, database_unavailable
+from service.crm.base import BadPayload, InboundRequest, InvalidEvents, SourceConfig, Unauthorized
+from service.crm.registry import ADAPTERS
+from service.ingest import RawDelivery, store_delivery
+from service.runtime import Runtime
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+KEPT_HEADERS = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
+
+
+class BodyTooLarge(Exception):  # noqa: N818
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _outcome(source: str, outcome: str, started: float) -> None:
+    metrics.WEBHOOK_REQUESTS.labels(source, outcome).inc()
+    metrics.WEBHOOK_DURATION.labels(source).observe(time.perf_counter() - started)
+
+
+@router.post("/webhooks/{source}", status_code=202, tags=["webhooks"])
+async def receive_webhook(source: str, request: Request) -> Response:
+    started = time.perf_counter()
+    adapter = ADAPTERS.get(source)
+    if adapter is None:
+        return JSONResponse({"error": f"unknown source {source!r}"}, status_code=404)
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    try:
+        body = await _read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        _outcome(source, "too_large", started)
+        return JSONResponse(
+            {"error": f"body larger than {settings.max_body_bytes} bytes"}, status_code=413
+        )
+    inbound = InboundRequest(
+        method=request.method,
+        path=request.url.path,
+        query_string=request.url.query,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        public_url=settings.public_url.rstrip("/"),
+        received_at=runtime.clock.now(),
+    )
+    loaded = runtime.policies.current
+    overrides = loaded.policy_set.sources.get(source)
+    config = SourceConfig(
+        secret=settings.webhook_secret(source),
+        status_map=overrides.status_map if overrides else {},
+        options=overrides.options if overrides else {},
+    )
+    try:
+        adapter.authenticate(inbound, config)
+        delivery = adapter.parse(inbound, config)
+    except Unauthorized as exc:
+        _outcome(source, "unauthorized", started)
+        return JSONResponse({"error": f"unauthorized: {exc}"}, status_code=401)
+    except BadPayload as exc:
+        _outcome(source, "invalid", started)
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    except InvalidEvents as exc:
+        _outcome(source, "invalid", started)
+        errors = [{"index": e.index, "field": e.field, "message": e.message} for e in exc.errors]
+        return JSONResponse({"errors": errors}, status_code=422)
+    raw = RawDelivery(
+        headers={k: v for k, v in inbound.headers.items() if k in KEPT_HEADERS}, body=body
+    )
+    try:
+        async with runtime.sessions() as session, session.begin():
+            result = await store_delivery(
+                session, source, delivery.events, raw, inbound.received_at, loaded
+            )
+    except DATABASE_ERRORS as exc:
+        log.warning("webhook from %s not stored, database unavailable: %s", source, exc)
+        _outcome(source, "unavailable", started)
+        return database_unavailable()
+    if delivery.ignored:
+        metrics.EVENTS.labels(source, "ignored").inc(delivery.ignored)
+    _outcome(
+        source, "accepted" if result.accepted or not result.duplicates else "duplicate", started
+    )
+    answer = adapter.success_response(result.accepted, result.duplicates)
+    if answer.body is not None:
+        return Response(answer.body, status_code=200, media_type=answer.media_type)
+    return JSONResponse(
+        {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
+    )

@@ -1,0 +1,113 @@
+"""``lead-sla``: serve, migrate, check policies, and send example traffic."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from service.config import LOOPBACK_HOSTS, Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lead-sla", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply migrations, then serve API and scheduler")
+    serve.add_argument("--role", choices=("api", "worker", "all"), default="all")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--skip-migrations", action="store_true", help="when a separate job runs `migrate`"
+    )
+
+    commands.add_parser("migrate", help="alembic upgrade head on LEAD_SLA_DATABASE_URL")
+
+    policies = commands.add_parser("policies", help="policy file tools")
+    policy_commands = policies.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="validate a policy file")
+    check.add_argument("file")
+
+    simulate = commands.add_parser("simulate", help="post realistic signed traffic to a server")
+    simulate.add_argument("--url", default="http://127.0.0.1:8000")
+    simulate.add_argument("--leads", type=int, default=20)
+    simulate.add_argument("--seed", type=int, default=None)
+    simulate.add_argument(
+        "--hours-back",
+        type=float,
+        default=3.0,
+        help="spread the leads' history over this many past hours, so some deadlines have "
+        "already passed and breaches fire at once",
+    )
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "serve":
+        return _serve(settings, args.role, args.host, args.port, args.skip_migrations)
+    if args.command == "migrate":
+        from service.db import migrate
+
+        migrate(settings.database_url)
+        return 0
+    if args.command == "policies":
+        return _check_policies(args.file, settings)
+    if args.command == "simulate":
+        from service.simulate import run_simulation
+
+        return run_simulation(settings, args.url, args.leads, args.seed, args.hours_back)
+    return 2
+
+
+def _serve(settings: Settings, role: str, host: str, port: int, skip_migrations: bool) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.db import migrate, sqlite_path
+    from service.worker_lock import WorkerAlreadyRunning, WorkerLock
+
+    if not settings.parsed_api_keys() and host not in LOOPBACK_HOSTS and role != "worker":
+        print(
+            f"lead-sla: refusing to serve the API on {host} without API keys; set "
+            "LEAD_SLA_API_KEYS (e.g. 'key1:admin,key2:read') or bind to 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
+    path = sqlite_path(settings.database_url)
+    if path is not None and role != "api":
+        probe = WorkerLock(path)
+        try:
+            probe.acquire()
+        except WorkerAlreadyRunning as exc:
+            print(f"lead-sla: {exc}", file=sys.stderr)
+            return 2
+        probe.release()
+    if not skip_migrations:
+        migrate(settings.database_url)
+    app = create_app(settings, role=role, handle_sighup=True)  # type: ignore[arg-type]
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def _check_policies(file: str, settings: Settings) -> int:
+    from service.policy_file import PolicyFileError, load_policy_file, summarize
+
+    try:
+        policy_set = load_policy_file(file, settings.environment())
+    except PolicyFileError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{file}:0: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    for line in summarize(policy_set):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Storing a delivery and re-deriving what it changes, in the caller's transaction.
+
+One transaction per delivery: the events, the lead rows, the cycles and any correction notices
+commit together or not at all, so a 202 always means "stored and applied".
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import metrics
+from service.event_codec import event_from_json, event_to_json
+from service.models import Cycle, Lead, LeadEventRow, RawRequest
+from service.outbox import enqueue, messages_for
+from service.policies import LoadedPolicies
+from service.repository import chunks, insert_ignoring_conflicts, lead_ids
+from service.sla.engine import CycleResult, derive_cycles, next_fire_at
+from service.sla.types import LeadEvent, LeadState, apply_event, sort_and_dedupe
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawDelivery:
+    headers: Mapping[str, str]
+    body: bytes
+
+
+async def store_delivery(
+    session: AsyncSession,
+    source: str,
+    events: Sequence[LeadEvent],
+    raw: RawDelivery | None,
+    now: datetime,
+    policies: LoadedPolicies,
+) -> IngestResult:
+    """Append new events to the log (redeliveries are no-ops) and re-derive affected leads."""
+    unique = list({event.event_id: event for event in events}.values())
+    ids = await lead_ids(session, source, (event.lead.id for event in unique))
+    raw_id = None
+    if raw is not None:
+        raw_row = RawRequest(
+            source=source, received_at=now, headers=dict(raw.headers), body=raw.body
+        )
+        session.add(raw_row)
+        await session.flush()
+        raw_id = raw_row.id
+    inserted = await _append_events(session, source, unique, ids, raw_id, now)
+    for event in unique:
+        if event.event_id in inserted:
+            metrics.EVENTS.labels(source, event.type).inc()
+    affected = {ids[event.lead.id] for event in unique if event.event_id in inserted}
+    await rederive_leads(session, affected, now, policies)
+    return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted))
+
+
+async def _append_events(
+    session: AsyncSession,
+    source: str,
+    events: Sequence[LeadEvent],
+    ids: Mapping[str, int],
+    raw_id: int | None,
+    now: datetime,
+) -> set[str]:
+    rows = [
+        {
+            "lead_id": ids[event.lead.id],
+            "source": source,
+            "event_id": event.event_id,
+            "type": event.type,
+            "occurred_at": event.occurred_at,
+            "received_at": now,
+            "data": event_to_json(event),
+            "raw_request_id": raw_id,
+        }
+        for event in events
+    ]
+    inserted: set[str] = set()
+    for part in chunks(rows):
+        statement = insert_ignoring_conflicts(session, LeadEventRow).returning(
+            LeadEventRow.event_id
+        )
+        result = await session.execute(statement.values(list(part)))
+        inserted.update(result.scalars())
+    return inserted
+
+
+async def load_histories(
+    session: AsyncSession, lead_pks: Sequence[int]
+) -> dict[int, list[LeadEvent]]:
+    histories: dict[int, list[LeadEvent]] = defaultdict(list)
+    for part in chunks(lead_pks):
+        rows = await session.execute(
+            select(LeadEventRow.lead_id, LeadEventRow.data).where(LeadEventRow.lead_id.in_(part))
+        )
+        for lead_pk, data in rows:
+            histories[lead_pk].append(event_from_json(data))
+    return {pk: sort_and_dedupe(events) for pk, events in histories.items()}
+
+
+async def rederive_leads(
+    session: AsyncSession, lead_pks: Iterable[int], now: datetime, policies: LoadedPolicies
+) -> int:
+    """Fold each lead's whole history again and reconcile its lead row and cycles.
+
+    Returns how many cycles changed (started, stopped, moved deadline or state).
+    """
+    pks = sorted(set(lead_pks))
+    if not pks:
+        return 0
+    histories = await load_histories(session, pks)
+    leads: dict[int, Lead] = {}
+    existing: dict[int, dict[tuple[str, int], Cycle]] = defaultdict(dict)
+    for part in chunks(pks):
+        for lead in (await session.scalars(select(Lead).where(Lead.id.in_(part)))).all():
+            leads[lead.id] = lead
+        for cycle in (await session.scalars(select(Cycle).where(Cycle.lead_id.in_(part)))).all():
+            existing[cycle.lead_id][(cycle.policy_id, cycle.number)] = cycle
+    changed = 0
+    for pk in pks:
+        events = histories.get(pk, [])
+        lead = leads[pk]
+        _update_lead(lead, events)
+        changed += await _reconcile_cycles(session, lead, events, existing[pk], now, policies)
+    await session.flush()
+    return changed
+
+
+def _update_lead(lead: Lead, events: Sequence[LeadEvent]) -> None:
+    state = LeadState(id=lead.external_id)
+    for event in events:
+        state = apply_event(state, event)
+    lead.status, lead.owner, lead.team = state.status, state.owner, state.team
+    lead.email, lead.name, lead.lead_source = state.email, state.name, state.source
+    lead.segment, lead.priority, lead.score = state.segment, state.priority, state.score
+    lead.country, lead.attributes, lead.deleted = (
+        state.country,
+        dict(state.attributes),
+        state.deleted,
+    )
+    lead.created_at, lead.updated_at = state.created_at, state.updated_at
+    lead.last_event_at = events[-1].occurred_at if events else None
+
+
+async def _reconcile_cycles(
+    session: AsyncSession,
+    lead: Lead,
+    events: Sequence[LeadEvent],
+    existing: dict[tuple[str, int], Cycle],
+    now: datetime,
+    policies: LoadedPolicies,
+) -> int:
+    policy_set = policies.policy_set
+    changed = 0
+    seen: set[tuple[str, int]] = set()
+    for policy in policy_set.policies:
+        pinned = {
+            number: row.target_seconds or 0
+            for (policy_id, number), row in existing.items()
+            if policy_id == policy.id and row.policy_version != policies.version
+        }
+        for result in derive_cycles(policy, events, now, policies.calendars, pinned):
+            key = (policy.id, result.number)
+            seen.add(key)
+            row = existing.get(key)
+            if row is None:
+                row = _new_cycle(lead, result, policies.version, now)
+                session.add(row)
+                await session.flush()
+                metrics.CYCLES_STARTED.labels(metrics.LABELS.policy(policy.id)).inc()
+                changed += 1
+            elif _apply_result(row, result, now):
+                changed += 1
+            await _announce_outcome(session, row, result, lead, now, policies)
+    for key, row in existing.items():
+        if key not in seen:  # a late event means this cycle never started
+            await session.delete(row)
+            changed += 1
+    return changed
+
+
+def _new_cycle(lead: Lead, result: CycleResult, version: str, now: datetime) -> Cycle:
+    row = Cycle(
+        lead_id=lead.id,
+        policy_id=result.policy_id,
+        number=result.number,
+        policy_version=version,
+        kind=result.kind,
+        fired=[],
+        at_risk=False,
+        announced_outcome=None,
+        details={},
+    )
+    _apply_result(row, result, now)
+    return row
+
+
+def _apply_result(row: Cycle, result: CycleResult, now: datetime) -> bool:
+    """Copy a derived cycle onto its row; True if anything a user would see changed."""
+    before = (row.state, row.due_at, row.stopped_at, row.owner) if row.id else None
+    row.state = result.state
+    row.open = result.open
+    row.owner, row.team = result.owner, result.team
+    row.started_at, row.due_at = result.started_at, result.due_at
+    row.stopped_at, row.breached_at = result.stopped_at, result.breached_at
+    row.target_seconds = result.target_seconds
+    row.elapsed_business_seconds = result.elapsed_business_seconds
+    row.attempts = result.attempts
+    row.schedule = [
+        {"step": t.step, "kind": t.kind, "at": t.at.isoformat(), "offset": t.offset}
+        for t in result.timers
+    ]
+    row.next_fire_at = next_fire_at(result.timers, row.fired or []) if result.open else None
+    row.details = {
+        **(row.details or {}),
+        "calendar": result.calendar,
+        "start_event_id": result.start_event_id,
+        "stop_event_id": result.stop_event_id,
+        "stop_reason": result.stop_reason,
+        "required": result.required,
+        "pauses": [_pause_json(p.start, p.end, p.event_id, p.status) for p in result.pauses],
+    }
+    row.updated_at = now
+    return before != (row.state, row.due_at, row.stopped_at, row.owner)
+
+
+def _pause_json(
+    start: datetime, end: datetime | None, event_id: str, status: str
+) -> dict[str, Any]:
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat() if end else None,
+        "event_id": event_id,
+        "status": status,
+    }
+
+
+async def _announce_outcome(
+    session: AsyncSession,
+    row: Cycle,
+    result: CycleResult,
+    lead: Lead,
+    now: datetime,
+    policies: LoadedPolicies,
+) -> None:
+    """Count outcomes once, and correct a breach already announced that a late event undid."""
+    details = dict(row.details)
+    team = metrics.LABELS.team(row.team)
+    policy_label = metrics.LABELS.policy(row.policy_id)
+    if result.state == "met" and not details.get("outcome_counted"):
+        details["outcome_counted"] = "met"
+        metrics.CYCLES_MET.labels(policy_label, team).inc()
+        metrics.TIME_TO_STOP.labels(policy_label).observe(result.elapsed_business_seconds)
+    elif result.state == "breached" and not result.open and not details.get("outcome_counted"):
+        details["outcome_counted"] = "breached"
+        metrics.CYCLES_BREACHED.labels(policy_label, team).inc()
+        metrics.TIME_TO_STOP.labels(policy_label).observe(result.elapsed_business_seconds)
+    row.details = details
+    if row.announced_outcome == "breached" and result.state == "met":
+        row.announced_outcome = "met"
+        await enqueue(
+            session,
+            messages_for(
+                policies.policy_set, "corrected", "corrected", row, lead, now,
+                result.elapsed_business_seconds, False, now,
+            ),
+        )  # fmt: skip

@@ -1,0 +1,122 @@
+"""Turning a fired timer (or a correction) into outbox rows, in the caller's transaction.
+
+Each row's ``key`` — cycle, step and recipient index — is unique: the sweep, a retry after a crash
+or a second worker writing the same notification hits the constraint instead of sending twice. The
+key is also the ``webhook-id`` a receiver dedupes on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.models import Cycle, Lead, OutboxMessage
+from service.repository import insert_ignoring_conflicts
+from service.sla.policy import PolicySet, Recipient
+
+NOTIFY_KIND = {"reminder": "reminder", "breach": "breach", "escalation": "escalation"}
+MESSAGE_TYPE = {
+    "reminder": "sla.reminder",
+    "breach": "sla.breached",
+    "escalation": "sla.escalated",
+    "corrected": "sla.corrected",
+}
+
+
+def resolve_recipient(recipient: Recipient, owner: str | None, policy_set: PolicySet) -> str | None:
+    """``owner`` -> the cycle's owner, ``manager`` -> the owner's manager, else the person id."""
+    if recipient.to == "owner":
+        return owner
+    if recipient.to == "manager":
+        person = policy_set.people.get(owner or "")
+        return person.manager if person else None
+    return recipient.to
+
+
+def cycle_payload(
+    message_type: str,
+    key: str,
+    occurred_at: datetime,
+    cycle: Cycle,
+    lead: Lead,
+    elapsed: float,
+    late: bool,
+) -> dict[str, Any]:
+    """The body of CONTRACT.md §4, plus ``late`` for timers fired after downtime."""
+    target = cycle.target_seconds or 0
+    return {
+        "type": message_type,
+        "id": key,
+        "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+        "policy": cycle.policy_id,
+        "cycle": cycle.number,
+        "late": late,
+        "lead": {
+            "source": lead.source,
+            "id": lead.external_id,
+            "owner": cycle.owner,
+            "team": cycle.team,
+            "status": lead.status,
+        },
+        "sla": {
+            "started_at": _iso(cycle.started_at),
+            "due_at": _iso(cycle.due_at),
+            "state": cycle.state,
+            "elapsed_business_seconds": round(elapsed, 3),
+            "remaining_business_seconds": round(max(0.0, target - elapsed), 3),
+            "attempts": cycle.attempts,
+        },
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def messages_for(
+    policy_set: PolicySet,
+    notify_kind: str,
+    step: str,
+    cycle: Cycle,
+    lead: Lead,
+    occurred_at: datetime,
+    elapsed: float,
+    late: bool,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Outbox rows (as insert parameters) for one step of one cycle: one per recipient."""
+    policy = policy_set.policy(cycle.policy_id)
+    recipients = policy.notify.get(notify_kind, ()) if policy else ()
+    if notify_kind == "corrected" and not recipients and policy:
+        recipients = policy.notify.get("breach", ())  # whoever heard of the breach hears of this
+    rows = []
+    for index, recipient in enumerate(recipients):
+        channel = policy_set.channels.get(recipient.channel)
+        if channel is None:
+            continue
+        key = f"cycle-{cycle.id}-{step}-{index}"
+        rows.append(
+            {
+                "key": key,
+                "cycle_id": cycle.id,
+                "type": MESSAGE_TYPE[notify_kind],
+                "channel": channel.name,
+                "channel_type": channel.type,
+                "recipient": resolve_recipient(recipient, cycle.owner, policy_set),
+                "payload": cycle_payload(
+                    MESSAGE_TYPE[notify_kind], key, occurred_at, cycle, lead, elapsed, late
+                ),
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    return rows
+
+
+async def enqueue(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)

@@ -1,0 +1,87 @@
+"""APScheduler ticks. Timers live in the database; the scheduler only wakes the sweep, the
+dispatcher and the snapshot refresh — a handful of in-memory jobs, never one job per lead."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import delete
+
+from service import metrics
+from service.gauges import refresh_gauges
+from service.models import RawRequest
+from service.notify.dispatcher import dispatch
+from service.runtime import Runtime
+from service.sweep import sweep
+
+log = logging.getLogger(__name__)
+
+
+def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
+    settings = runtime.settings
+    scheduler = AsyncIOScheduler()
+
+    async def sweep_tick() -> None:
+        await sweep(
+            runtime.sessions,
+            runtime.clock.now(),
+            runtime.policies.current,
+            settings.sweep_batch_size,
+            settings.late_after_seconds,
+        )
+        runtime.last_sweep_at = time.monotonic()
+        metrics.SCHEDULER_HEARTBEAT.set(time.time())
+
+    async def dispatch_tick() -> None:
+        await dispatch(
+            runtime.sessions,
+            runtime.http,
+            runtime.clock,
+            runtime.policies.current,
+            runtime.retry,
+            settings.dispatch_batch_size,
+            settings.dispatch_concurrency,
+        )
+
+    async def gauges_tick() -> None:
+        await refresh_gauges(runtime.sessions, runtime.clock.now())
+
+    async def purge_tick() -> None:
+        cutoff = runtime.clock.now() - timedelta(days=settings.raw_retention_days)
+        async with runtime.sessions() as session, session.begin():
+            await session.execute(delete(RawRequest).where(RawRequest.received_at < cutoff))
+
+    jobs: list[tuple[Callable[[], Awaitable[None]], float]] = [
+        (sweep_tick, settings.sweep_interval_seconds),
+        (dispatch_tick, settings.dispatch_interval_seconds),
+        (gauges_tick, settings.gauges_interval_seconds),
+        (purge_tick, 3600.0),
+    ]
+    for job, seconds in jobs:
+        scheduler.add_job(
+            _logged(job),
+            "interval",
+            seconds=seconds,
+            id=job.__name__,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+    return scheduler
+
+
+def _logged(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """A failing tick (database down, say) is logged and retried on the next tick."""
+
+    async def run() -> None:
+        try:
+            await job()
+        except Exception:
+            log.exception("%s failed; retrying on the next tick", job.__name__)
+
+    run.__name__ = job.__name__
+    return run
