@@ -51,6 +51,7 @@ from service.policy_schema import (
     PolicyRefsModel,
     ResponsePolicyModel,
     SourceModel,
+    TriggerModel,
     VolumePolicyModel,
     first_overlap,
     format_duration,
@@ -811,7 +812,7 @@ def _quietly(model: type[M], data: Any) -> M | None:
         return None
 
 
-def _trigger(model: Any) -> Trigger:
+def _trigger(model: TriggerModel) -> Trigger:
     return Trigger(status=frozenset(model.status), activity=frozenset(model.activity))
 
 

@@ -13,7 +13,7 @@ locations so that messages name the file's own keys.
 from __future__ import annotations
 
 import re
-from datetime import date, time
+from datetime import date, datetime, time
 from functools import cache
 from itertools import pairwise
 from typing import Annotated, Any, Literal
@@ -111,7 +111,7 @@ def parse_percent(value: object) -> float:
 
 
 def parse_date(value: object) -> date:
-    if isinstance(value, date) and not hasattr(value, "hour"):
+    if isinstance(value, date) and not isinstance(value, datetime):
         return value
     if isinstance(value, str) and _DATE.match(value):
         try:
