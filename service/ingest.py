@@ -23,6 +23,7 @@ from service.policies import LoadedPolicies
 from service.repository import chunks, insert_ignoring_conflicts, lead_ids
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
 from service.sla.types import LeadEvent, LeadState, apply_event, sort_and_dedupe
+from service.status_entries import sync_status_entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,7 @@ async def rederive_leads(
         lead = leads[pk]
         _update_lead(lead, events)
         changed += await _reconcile_cycles(session, lead, events, existing[pk], now, policies)
+    await sync_status_entries(session, {pk: histories.get(pk, []) for pk in pks})
     await session.flush()
     return changed
 

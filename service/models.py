@@ -187,3 +187,22 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
+
+
+class StatusEntryRow(Base):
+    """Each time a lead entered a status, with its owner and team then: what volume policies
+    count. Derived from the log like cycles, and rewritten when a late event changes history."""
+
+    __tablename__ = "status_entries"
+    __table_args__ = (
+        UniqueConstraint("lead_id", "event_id"),
+        Index("ix_status_entries_status_entered_at", "status", "entered_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(64))
+    entered_at: Mapped[datetime]
+    owner: Mapped[str | None] = mapped_column(String(255))
+    team: Mapped[str | None] = mapped_column(String(255))

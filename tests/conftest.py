@@ -28,7 +28,7 @@ PG_URL = os.environ.get("LEAD_SLA_TEST_DATABASE_URL")
 FIXTURES = Path(__file__).parent / "fixtures"
 GENERIC_SECRET = "whsec_" + base64.b64encode(b"generic-test-secret-0123456789").decode()
 RECEIVER_SECRET = "whsec_" + base64.b64encode(b"receiver-test-secret-987654321").decode()
-TABLES = ("outbox", "sla_cycles", "lead_events", "raw_requests", "leads")
+TABLES = ("outbox", "status_entries", "sla_cycles", "lead_events", "raw_requests", "leads")
 
 
 def backend() -> str:
