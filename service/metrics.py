@@ -32,11 +32,11 @@ WEBHOOK_DURATION = Histogram(
     ["source"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-CYCLES_STARTED = Counter(
-    "lead_sla_cycles_started", "SLA cycles started, by policy.", ["policy"]
-)
+CYCLES_STARTED = Counter("lead_sla_cycles_started", "SLA cycles started, by policy.", ["policy"])
 CYCLES_MET = Counter(
-    "lead_sla_cycles_met", "SLA cycles that stopped at or before their deadline.", ["policy", "team"]
+    "lead_sla_cycles_met",
+    "SLA cycles that stopped at or before their deadline.",
+    ["policy", "team"],
 )
 CYCLES_BREACHED = Counter(
     "lead_sla_cycles_breached",

@@ -23,13 +23,14 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 def insert_ignoring_conflicts(session: AsyncSession, model: type[Base]) -> Insert:
     """``INSERT ... ON CONFLICT DO NOTHING`` in the session's dialect: how the event log and the
     outbox make redelivery and double-firing no-ops."""
-    dialect = session.bind.dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(model).on_conflict_do_nothing()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    return sqlite.insert(model).on_conflict_do_nothing()
 
 
 def is_postgresql(session: AsyncSession) -> bool:
-    return session.bind.dialect.name == "postgresql"
+    return session.get_bind().dialect.name == "postgresql"
 
 
 async def lead_ids(

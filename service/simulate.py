@@ -40,8 +40,9 @@ def lead_story(
     }
     events = [
         _event(lead_id, "created", "lead.created", created, lead, status={"to": "new"}),
-        _event(lead_id, "mql", "lead.status_changed", created + timedelta(minutes=rng.uniform(1, 10)),
-               {"id": lead_id}, status={"from": "new", "to": "mql", "reason": "score>=80"}),
+        _event(lead_id, "mql", "lead.status_changed",
+               created + timedelta(minutes=rng.uniform(1, 10)), {"id": lead_id},
+               status={"from": "new", "to": "mql", "reason": "score>=80"}),
     ]  # fmt: skip
     mql_at = events[-1]["occurred_at_dt"]
     if rng.random() < 0.7:

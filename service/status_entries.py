@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -43,5 +44,5 @@ async def sync_status_entries(
         await session.execute(delete(StatusEntryRow).where(StatusEntryRow.id.in_(part)))
 
 
-def _key(entry: StatusEntry) -> tuple[str, object, str | None, str | None]:
+def _key(entry: StatusEntry) -> tuple[str, datetime, str | None, str | None]:
     return (entry.status, entry.at, entry.owner, entry.team)

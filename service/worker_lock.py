@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 
-class WorkerAlreadyRunning(RuntimeError):  # noqa: N818
+class WorkerAlreadyRunning(RuntimeError):
     pass
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
     sa_exc.DBAPIError,
     sa_exc.TimeoutError,
     OSError,

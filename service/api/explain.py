@@ -21,7 +21,9 @@ async def explain_cycle(
     policy: str,
     session: Annotated[AsyncSession, Depends(get_session)],
     runtime: Annotated[Runtime, Depends(get_runtime)],
-    cycle: Annotated[int | None, Query(ge=1, description="cycle number; default the latest")] = None,
+    cycle: Annotated[
+        int | None, Query(ge=1, description="cycle number; default the latest")
+    ] = None,
 ) -> dict[str, Any]:
     """Every interval from the cycle's start to its stop (or now), counted or excluded, and why.
     The counted seconds add up to ``elapsed_business_seconds``."""

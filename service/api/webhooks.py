@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 KEPT_HEADERS = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
 
 
-class BodyTooLarge(Exception):  # noqa: N818
+class BodyTooLarge(Exception):
     pass
 
 

@@ -62,15 +62,15 @@ class SourceConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
-class Unauthorized(Exception):  # noqa: N818 - reads as an HTTP outcome
+class Unauthorized(Exception):
     """Authentication failed: 401, nothing stored."""
 
 
-class BadPayload(Exception):  # noqa: N818
+class BadPayload(Exception):
     """The body is not parseable at all: 400."""
 
 
-class InvalidEvents(Exception):  # noqa: N818
+class InvalidEvents(Exception):
     """Well-formed but invalid events: 422 with per-event errors, nothing of the batch stored."""
 
     def __init__(self, errors: list[FieldError]) -> None:

@@ -154,9 +154,7 @@ def apply_event(state: LeadState, event: LeadEvent) -> LeadState:
     """The lead after ``event``: snapshot fields overwrite, then the typed change wins."""
     snap = event.lead
     changes: dict[str, Any] = {
-        name: getattr(snap, name)
-        for name in LEAD_FIELDS
-        if getattr(snap, name) is not None
+        name: getattr(snap, name) for name in LEAD_FIELDS if getattr(snap, name) is not None
     }
     if snap.attributes:
         changes["attributes"] = {**state.attributes, **snap.attributes}

@@ -37,7 +37,9 @@ def status_entries(events: list[LeadEvent]) -> list[StatusEntry]:
         state = apply_event(before, event)
         if state.status is not None and state.status != before.status:
             entries.append(
-                StatusEntry(event.event_id, state.status, event.occurred_at, state.owner, state.team)
+                StatusEntry(
+                    event.event_id, state.status, event.occurred_at, state.owner, state.team
+                )
             )
     return entries
 
