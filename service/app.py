@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors, health, leads, policies_api, slas, webhooks
+from service.api import errors, explain, health, leads, policies_api, reports, slas, webhooks
 from service.clock import Clock, SystemClock
 from service.config import Settings
 from service.db import sqlite_path
@@ -72,6 +72,8 @@ def create_app(
         app.include_router(webhooks.router)
         app.include_router(leads.router, prefix="/api/v1")
         app.include_router(slas.router, prefix="/api/v1")
+        app.include_router(explain.router, prefix="/api/v1")
+        app.include_router(reports.router, prefix="/api/v1")
         app.include_router(policies_api.router, prefix="/api/v1")
     return app
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from service.config import LOOPBACK_HOSTS, Settings
 
@@ -28,6 +29,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     policy_commands = policies.add_subparsers(dest="policy_command", required=True)
     check = policy_commands.add_parser("check", help="validate a policy file")
     check.add_argument("file")
+    policy_commands.add_parser(
+        "recompute", help="re-derive open cycles under the loaded policy file's version"
+    )
+
+    explain = commands.add_parser("explain", help="why a lead's deadline is where it is")
+    explain.add_argument("source")
+    explain.add_argument("lead_id")
+    explain.add_argument("policy")
+    explain.add_argument("--cycle", type=int, default=None, help="default: the latest")
+
+    backtest = commands.add_parser(
+        "backtest", help="run a candidate policy file over stored history, beside the current"
+    )
+    backtest.add_argument("--policies", required=True, help="the candidate policy file")
+    backtest.add_argument("--from", dest="start", required=True, type=_instant)
+    backtest.add_argument("--to", dest="end", required=True, type=_instant)
 
     simulate = commands.add_parser("simulate", help="post realistic signed traffic to a server")
     simulate.add_argument("--url", default="http://127.0.0.1:8000")
@@ -46,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
     if args.command == "serve":
         return _serve(settings, args.role, args.host, args.port, args.skip_migrations)
     if args.command == "migrate":
@@ -53,13 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         migrate(settings.database_url)
         return 0
-    if args.command == "policies":
+    if args.command == "policies" and args.policy_command == "check":
         return _check_policies(args.file, settings)
+    if args.command in ("policies", "explain", "backtest"):
+        from service import offline
+
+        return offline.run(settings, args)
     if args.command == "simulate":
         from service.simulate import run_simulation
 
         return run_simulation(settings, args.url, args.leads, args.seed, args.hours_back)
     return 2
+
+
+def _instant(text: str) -> datetime:
+    """A date (midnight UTC) or an ISO instant; naive instants are taken as UTC."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _serve(settings: Settings, role: str, host: str, port: int, skip_migrations: bool) -> int:

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = 3600.0
     lease_seconds: float = 60.0
     gauges_interval_seconds: float = 15.0
+    volume_interval_seconds: float = 300.0
     late_after_seconds: float = 60.0  # a timer fired later than this is marked late
     raw_retention_days: int = 30
     log_level: str = "INFO"

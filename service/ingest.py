@@ -111,9 +111,16 @@ async def load_histories(
 
 
 async def rederive_leads(
-    session: AsyncSession, lead_pks: Iterable[int], now: datetime, policies: LoadedPolicies
+    session: AsyncSession,
+    lead_pks: Iterable[int],
+    now: datetime,
+    policies: LoadedPolicies,
+    recompute: bool = False,
 ) -> int:
     """Fold each lead's whole history again and reconcile its lead row and cycles.
+
+    Open cycles that started under an earlier policy version keep the target they started with,
+    unless ``recompute`` asks to move them onto the loaded version.
 
     Returns how many cycles changed (started, stopped, moved deadline or state).
     """
@@ -133,7 +140,9 @@ async def rederive_leads(
         events = histories.get(pk, [])
         lead = leads[pk]
         _update_lead(lead, events)
-        changed += await _reconcile_cycles(session, lead, events, existing[pk], now, policies)
+        changed += await _reconcile_cycles(
+            session, lead, events, existing[pk], now, policies, recompute
+        )
     await sync_status_entries(session, {pk: histories.get(pk, []) for pk in pks})
     await session.flush()
     return changed
@@ -162,6 +171,7 @@ async def _reconcile_cycles(
     existing: dict[tuple[str, int], Cycle],
     now: datetime,
     policies: LoadedPolicies,
+    recompute: bool = False,
 ) -> int:
     policy_set = policies.policy_set
     changed = 0
@@ -170,7 +180,9 @@ async def _reconcile_cycles(
         pinned = {
             number: row.target_seconds or 0
             for (policy_id, number), row in existing.items()
-            if policy_id == policy.id and row.policy_version != policies.version
+            if policy_id == policy.id
+            and row.policy_version != policies.version
+            and not (recompute and row.open)
         }
         for result in derive_cycles(policy, events, now, policies.calendars, pinned):
             key = (policy.id, result.number)
@@ -182,11 +194,17 @@ async def _reconcile_cycles(
                 await session.flush()
                 metrics.CYCLES_STARTED.labels(metrics.LABELS.policy(policy.id)).inc()
                 changed += 1
-            elif _apply_result(row, result, now):
-                changed += 1
+            else:
+                if recompute and row.open and row.policy_version != policies.version:
+                    row.policy_version = policies.version
+                if _apply_result(row, result, now):
+                    changed += 1
             await _announce_outcome(session, row, result, lead, now, policies)
+    active = {policy.id for policy in policy_set.policies}
     for key, row in existing.items():
-        if key not in seen:  # a late event means this cycle never started
+        # A late event can mean this cycle never started. Cycles of policies no longer loaded
+        # stay as history.
+        if key not in seen and key[0] in active:
             await session.delete(row)
             changed += 1
     return changed

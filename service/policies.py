@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service import metrics
-from service.policy_file import load_policy_file
+from service.policy_file import load_policy_file, load_policy_text
 from service.sla.engine import CalendarLookup, calendar_lookup
 from service.sla.policy import PolicySet
 
@@ -34,6 +34,12 @@ class LoadedPolicies:
 def load(path: Path, env: Mapping[str, str]) -> LoadedPolicies:
     policy_set = load_policy_file(path, env)
     return LoadedPolicies(policy_set, calendar_lookup(policy_set.calendars), path)
+
+
+def load_text(text: str, name: str, env: Mapping[str, str]) -> LoadedPolicies:
+    """A policy file given as text, e.g. a backtest candidate posted to the API."""
+    policy_set = load_policy_text(text, name, env)
+    return LoadedPolicies(policy_set, calendar_lookup(policy_set.calendars), Path(name))
 
 
 class PolicyStore:

@@ -17,6 +17,7 @@ from service.models import RawRequest
 from service.notify.dispatcher import dispatch
 from service.runtime import Runtime
 from service.sweep import sweep
+from service.volume_jobs import evaluate_volume
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
     async def gauges_tick() -> None:
         await refresh_gauges(runtime.sessions, runtime.clock.now())
 
+    async def volume_tick() -> None:
+        await evaluate_volume(runtime.sessions, runtime.policies.current, runtime.clock.now())
+
     async def purge_tick() -> None:
         cutoff = runtime.clock.now() - timedelta(days=settings.raw_retention_days)
         async with runtime.sessions() as session, session.begin():
@@ -59,6 +63,7 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         (sweep_tick, settings.sweep_interval_seconds),
         (dispatch_tick, settings.dispatch_interval_seconds),
         (gauges_tick, settings.gauges_interval_seconds),
+        (volume_tick, settings.volume_interval_seconds),
         (purge_tick, 3600.0),
     ]
     for job, seconds in jobs:

@@ -19,6 +19,7 @@ class WorkerAlreadyRunning(RuntimeError):
 
 class WorkerLock:
     def __init__(self, database: Path) -> None:
+        self.database = database
         self.path = database.with_name(database.name + ".worker.lock")
         self._file: IO[str] | None = None
 
@@ -31,7 +32,7 @@ class WorkerLock:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise WorkerAlreadyRunning(
-                f"a lead-sla worker ({holder}) already runs on {self.path.with_suffix('')}; "
+                f"a lead-sla worker ({holder}) already runs on {self.database}; "
                 "SQLite mode supports one worker (use PostgreSQL to run several)"
             ) from None
         handle.seek(0)
