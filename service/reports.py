@@ -133,9 +133,14 @@ async def volume_counts(
 
 def volume_groups(policy: Policy, loaded: LoadedPolicies, counted: Iterable[str]) -> list[str]:
     """Who a volume target applies to: everyone configured (a rep with zero MQLs is the point of
-    the report) plus everyone who has entries."""
+    the report) plus everyone who has entries. People who manage others are not reps unless
+    they have entries or a target of their own."""
     policy_set = loaded.policy_set
-    configured = policy_set.people.keys() if policy.per == "owner" else policy_set.teams
+    if policy.per == "owner":
+        managers = {p.manager for p in policy_set.people.values() if p.manager}
+        configured: set[str] = set(policy_set.people) - managers
+    else:
+        configured = set(policy_set.teams)
     return sorted({*configured, *policy.volume_targets, *counted})
 
 

@@ -88,7 +88,10 @@ async def _claim(
         and_(OutboxMessage.status == "delivering", OutboxMessage.lease_until < now),
     )
     query = (
-        select(OutboxMessage).where(due).order_by(OutboxMessage.next_attempt_at).limit(batch_size)
+        select(OutboxMessage)
+        .where(due)
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(batch_size)
     )
     if is_postgresql(session):
         query = query.with_for_update(skip_locked=True)

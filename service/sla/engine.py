@@ -230,7 +230,7 @@ def _stop(cycle: _OpenCycle, event: LeadEvent, reason: str) -> None:
 
 
 class _ActiveTime:
-    """Business time of one cycle: its calendar minus its pauses, from start to stop."""
+    """Business time of one cycle: its calendar minus its pauses, from its start on."""
 
     def __init__(self, cycle: _OpenCycle, calendar: Calendar) -> None:
         self.calendar = calendar
@@ -243,12 +243,14 @@ class _ActiveTime:
                 break
             cursor = pause.end
         if cursor is not None:
-            spans.append((cursor, cycle.stopped_at))
+            # Open-ended even for a stopped cycle: its deadline is where the clock would have
+            # run out, so a cycle met early still has one (reports select by deadline).
+            spans.append((cursor, None))
         self.spans = spans
 
     def instant_after(self, seconds: float) -> datetime | None:
         """When ``seconds`` of active business time will have passed; None if that lies beyond
-        an open-ended pause or after the stop."""
+        an open-ended pause."""
         remaining = seconds
         for start, end in self.spans:
             if end is None:

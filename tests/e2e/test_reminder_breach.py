@@ -52,9 +52,9 @@ async def test_reminder_then_breach_delivered_once_each(
     await tick(runtime)
     await tick(runtime)
     bodies = receiver.bodies()
-    assert [b["type"] for b in bodies] == [
-        "sla.reminder", "sla.reminder", "sla.breached", "sla.escalated",
-    ]  # fmt: skip
+    # the breach and the 0m escalation fall due together; their delivery order is not defined
+    assert [b["type"] for b in bodies[:2]] == ["sla.reminder", "sla.reminder"]
+    assert sorted(b["type"] for b in bodies[2:]) == ["sla.breached", "sla.escalated"]
     breach = next(b for b in bodies if b["type"] == "sla.breached")
     assert breach["policy"] == "first-touch"
     assert breach["lead"] == {
