@@ -38,6 +38,8 @@ def backend() -> str:
 @pytest.fixture(scope="session")
 def _template(tmp_path_factory: pytest.TempPathFactory) -> str:
     if PG_URL:
+        # Built from nothing by the migrations on every run, as a fresh deployment would be.
+        asyncio.run(_execute(PG_URL, "DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         migrate(PG_URL)
         return PG_URL
     path = tmp_path_factory.mktemp("template") / "template.db"
@@ -45,13 +47,12 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-async def _truncate(url: str) -> None:
+async def _execute(url: str, sql: str) -> None:
     import asyncpg
 
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(dsn)
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        await connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        await connection.execute(sql)
     finally:
         await connection.close()
 
@@ -60,7 +61,7 @@ async def _truncate(url: str) -> None:
 def database_url(_template: str, tmp_path: Path) -> str:
     """A clean, migrated database for this test alone."""
     if PG_URL:
-        asyncio.run(_truncate(PG_URL))
+        asyncio.run(_execute(PG_URL, f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
         return PG_URL
     target = tmp_path / "lead-sla.db"
     shutil.copy(_template, target)
@@ -101,7 +102,10 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sla"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval, once per test.
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self.thread.start()
 
     def bodies(self) -> list[dict[str, Any]]:

@@ -251,8 +251,8 @@ async def test_backtest_tighter_target_turns_met_into_breached_without_writing(
     })  # fmt: skip
     assert bad.status_code == 422
 
-    report = await get(client, "/api/v1/reports/compliance", group_by="team",
-                       **{"from": "2026-11-23T00:00:00Z", "to": "2026-11-24T00:00:00Z"})  # fmt: skip
+    window = {"from": "2026-11-23T00:00:00Z", "to": "2026-11-24T00:00:00Z"}
+    report = await get(client, "/api/v1/reports/compliance", group_by="team", **window)
     row = next(r for r in report["rows"] if r["policy"] == "first-touch")
     assert (row["group"], row["met"], row["breached"], row["compliance"]) == ("emea", 3, 1, 0.75)
 
