@@ -20,7 +20,7 @@ from service.event_codec import event_from_json, event_to_json
 from service.models import Cycle, Lead, LeadEventRow, RawRequest
 from service.outbox import enqueue, messages_for
 from service.policies import LoadedPolicies
-from service.repository import chunks, insert_ignoring_conflicts, lead_ids
+from service.repository import chunks, insert_ignoring_conflicts, is_postgresql, lead_ids
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
 from service.sla.types import LeadEvent, LeadState, apply_event, sort_and_dedupe
 from service.status_entries import sync_status_entries
@@ -47,8 +47,10 @@ async def store_delivery(
     policies: LoadedPolicies,
 ) -> IngestResult:
     """Append new events to the log (redeliveries are no-ops) and re-derive affected leads."""
-    unique = list({event.event_id: event for event in events}.values())
-    ids = await lead_ids(session, source, (event.lead.id for event in unique))
+    unique: dict[str, LeadEvent] = {}
+    for event in events:  # a copy repeated in one batch is a redelivery: the first one wins
+        unique.setdefault(event.event_id, event)
+    ids = await lead_ids(session, source, (event.lead.id for event in unique.values()))
     raw_id = None
     if raw is not None:
         raw_row = RawRequest(
@@ -57,11 +59,11 @@ async def store_delivery(
         session.add(raw_row)
         await session.flush()
         raw_id = raw_row.id
-    inserted = await _append_events(session, source, unique, ids, raw_id, now)
-    for event in unique:
+    inserted = await _append_events(session, source, list(unique.values()), ids, raw_id, now)
+    for event in unique.values():
         if event.event_id in inserted:
             metrics.EVENTS.labels(source, event.type).inc()
-    affected = {ids[event.lead.id] for event in unique if event.event_id in inserted}
+    affected = {ids[event.lead.id] for event in unique.values() if event.event_id in inserted}
     await rederive_leads(session, affected, now, policies)
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted))
 
@@ -127,13 +129,32 @@ async def rederive_leads(
     pks = sorted(set(lead_pks))
     if not pks:
         return 0
-    histories = await load_histories(session, pks)
+    # Lock the leads before reading their histories, in id order so that two deliveries cannot
+    # deadlock: a concurrent delivery for the same lead (PostgreSQL) then waits and folds this
+    # one's events too, instead of folding a history without them and overwriting the result.
+    # The cycles are locked as well, so a breach the sweep is announcing right now is seen
+    # (and corrected if need be) rather than overwritten. SQLite serialises writers anyway.
+    lock = is_postgresql(session)
     leads: dict[int, Lead] = {}
+    for part in chunks(pks):
+        query = (
+            select(Lead)
+            .where(Lead.id.in_(part))
+            .order_by(Lead.id)
+            .execution_options(populate_existing=True)
+        )
+        for lead in (await session.scalars(query.with_for_update() if lock else query)).all():
+            leads[lead.id] = lead
+    histories = await load_histories(session, pks)
     existing: dict[int, dict[tuple[str, int], Cycle]] = defaultdict(dict)
     for part in chunks(pks):
-        for lead in (await session.scalars(select(Lead).where(Lead.id.in_(part)))).all():
-            leads[lead.id] = lead
-        for cycle in (await session.scalars(select(Cycle).where(Cycle.lead_id.in_(part)))).all():
+        cycles = (
+            select(Cycle)
+            .where(Cycle.lead_id.in_(part))
+            .order_by(Cycle.id)
+            .execution_options(populate_existing=True)
+        )
+        for cycle in (await session.scalars(cycles.with_for_update() if lock else cycles)).all():
             existing[cycle.lead_id][(cycle.policy_id, cycle.number)] = cycle
     changed = 0
     for pk in pks:
@@ -173,40 +194,64 @@ async def _reconcile_cycles(
     policies: LoadedPolicies,
     recompute: bool = False,
 ) -> int:
+    """Bring the lead's cycle rows in line with a fresh fold.
+
+    A row is the cycle its start event began, not a position: when a late event adds an earlier
+    cycle, the numbers shift but each row keeps its own history — what fired, what was
+    announced, the target it was pinned to — so a breach announced for one cycle is never
+    "corrected" by, or fired again for, another.
+    """
     policy_set = policies.policy_set
     changed = 0
-    seen: set[tuple[str, int]] = set()
+    active = {policy.id for policy in policy_set.policies}
+    derived: list[tuple[CycleResult, Cycle | None]] = []
+    leftovers: list[Cycle] = []
     for policy in policy_set.policies:
-        pinned = {
-            number: row.target_seconds or 0
+        by_start = {
+            row.details.get("start_event_id") or f"#{number}": row
             for (policy_id, number), row in existing.items()
             if policy_id == policy.id
+        }
+        results = derive_cycles(policy, events, now, policies.calendars)
+        pinned = {
+            result.number: row.target_seconds or 0
+            for result in results
+            if (row := by_start.get(result.start_event_id)) is not None
             and row.policy_version != policies.version
             and not (recompute and row.open)
         }
-        for result in derive_cycles(policy, events, now, policies.calendars, pinned):
-            key = (policy.id, result.number)
-            seen.add(key)
-            row = existing.get(key)
-            if row is None:
-                row = _new_cycle(lead, result, policies.version, now)
-                session.add(row)
-                await session.flush()
-                metrics.CYCLES_STARTED.labels(metrics.LABELS.policy(policy.id)).inc()
-                changed += 1
-            else:
-                if recompute and row.open and row.policy_version != policies.version:
-                    row.policy_version = policies.version
-                if _apply_result(row, result, now):
-                    changed += 1
-            await _announce_outcome(session, row, result, lead, now, policies)
-    active = {policy.id for policy in policy_set.policies}
-    for key, row in existing.items():
+        if pinned:
+            results = derive_cycles(policy, events, now, policies.calendars, pinned)
+        for result in results:
+            derived.append((result, by_start.pop(result.start_event_id, None)))
+        leftovers.extend(by_start.values())
+    for row in leftovers:
         # A late event can mean this cycle never started. Cycles of policies no longer loaded
         # stay as history.
-        if key not in seen and key[0] in active:
+        if row.policy_id in active:
             await session.delete(row)
             changed += 1
+    moved = [(result, row) for result, row in derived if row and row.number != result.number]
+    if leftovers or moved:
+        for _, row in moved:  # out of the way first: (lead, policy, number) is unique
+            row.number = -row.id
+        await session.flush()
+        for result, row in moved:
+            row.number = result.number
+    for result, found in derived:
+        if found is None:
+            row = _new_cycle(lead, result, policies.version, now)
+            session.add(row)
+            await session.flush()
+            metrics.CYCLES_STARTED.labels(metrics.LABELS.policy(result.policy_id)).inc()
+            changed += 1
+        else:
+            row = found
+            if recompute and row.open and row.policy_version != policies.version:
+                row.policy_version = policies.version
+            if _apply_result(row, result, now):
+                changed += 1
+        await _announce_outcome(session, row, result, lead, now, policies)
     return changed
 
 

@@ -10,7 +10,14 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from service.crm import signatures
 from service.crm.base import (
@@ -26,6 +33,12 @@ from service.crm.base import (
 from service.sla.types import Activity, LeadEvent, LeadSnapshot, OwnerChange, StatusChange
 
 MAX_BATCH = 1000
+# The part of the body each typed event must carry.
+TYPED_PART = {
+    "lead.status_changed": "status",
+    "lead.assigned": "owner",
+    "lead.activity": "activity",
+}
 
 
 class _Lead(BaseModel):
@@ -82,9 +95,10 @@ class _Event(BaseModel):
     ]
     occurred_at: datetime
     lead: _Lead
-    status: _Status | None = None
-    owner: _Owner | None = None
-    activity: _Activity | None = None
+    # Validated even when absent, so a missing typed part is reported under its own name.
+    status: _Status | None = Field(default=None, validate_default=True)
+    owner: _Owner | None = Field(default=None, validate_default=True)
+    activity: _Activity | None = Field(default=None, validate_default=True)
 
     @field_validator("occurred_at")
     @classmethod
@@ -93,16 +107,13 @@ class _Event(BaseModel):
             raise ValueError("needs a UTC offset, e.g. 2026-11-23T14:05:00-03:00")
         return value.astimezone(UTC)
 
-    @model_validator(mode="after")
-    def _typed_part_present(self) -> _Event:
-        needed = {
-            "lead.status_changed": "status",
-            "lead.assigned": "owner",
-            "lead.activity": "activity",
-        }.get(self.type)
-        if needed is not None and getattr(self, needed) is None:
-            raise ValueError(f"{self.type} needs a '{needed}' object")
-        return self
+    @field_validator("status", "owner", "activity")
+    @classmethod
+    def _typed_part_present(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if value is None and TYPED_PART.get(str(kind)) == info.field_name:
+            raise ValueError(f"{kind} needs a '{info.field_name}' object")
+        return value
 
     def to_event(self) -> LeadEvent:
         lead = self.lead
