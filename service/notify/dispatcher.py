@@ -10,6 +10,7 @@ after which the row is ``dead``: visible in metrics and the API, retryable by an
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ from service.models import OutboxMessage
 from service.notify.channels import Delivery, Message, deliver
 from service.policies import LoadedPolicies
 from service.repository import is_postgresql
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,11 @@ async def dispatch(
             return row, Delivery(ok=False, error=f"channel {row.channel!r} is no longer configured",
                                  permanent=True)  # fmt: skip
         async with gate:
-            return row, await deliver(row.message, channel, http, clock.now())
+            try:
+                return row, await deliver(row.message, channel, http, clock.now())
+            except Exception as exc:  # one broken message must not lose the batch's outcomes
+                log.exception("delivering outbox row %s failed", row.id)
+                return row, Delivery(ok=False, error=f"{type(exc).__name__}: {exc}")
 
     results = await asyncio.gather(*(attempt(row) for row in claimed))
     async with sessions() as session, session.begin():
