@@ -9,7 +9,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.deps import get_session, require
-from service.api.pagination import decode_cursor, encode_cursor
+from service.api.pagination import cursor_value, decode_cursor, encode_cursor
 from service.api.schemas import CycleOut, EventOut, LeadDetail, LeadOut, LeadPage
 from service.models import Cycle, Lead, LeadEventRow
 
@@ -48,7 +48,7 @@ async def list_leads(
         query = query.where(risky if at_risk else ~risky)
     position = decode_cursor(cursor)
     if position is not None:
-        query = query.where(Lead.id > int(position.get("id", 0)))
+        query = query.where(Lead.id > cursor_value(position, "id", int))
     rows = list((await session.scalars(query)).all())
     more = len(rows) > limit
     rows = rows[:limit]

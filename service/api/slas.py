@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.deps import get_session, require
-from service.api.pagination import decode_cursor, encode_cursor
+from service.api.pagination import aware_datetime, cursor_value, decode_cursor, encode_cursor
 from service.api.schemas import CycleOut, CyclePage
 from service.models import Cycle, Lead
 
@@ -26,7 +26,10 @@ async def list_cycles(
     open: Annotated[bool | None, Query(description="not yet stopped")] = None,
     owner: str | None = None,
     team: str | None = None,
-    due_before: datetime | None = None,
+    due_before: Annotated[
+        AwareDatetime | None,
+        Query(description="RFC 3339 with an offset, e.g. 2026-11-23T15:00:00Z"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: str | None = None,
 ) -> CyclePage:
@@ -46,11 +49,11 @@ async def list_cycles(
         query = query.where(Cycle.due_at < due_before)
     position = decode_cursor(cursor)
     if position is not None:
-        last_id = int(position["id"])
+        last_id = cursor_value(position, "id", int)
         if position.get("due") is None:
             query = query.where(Cycle.due_at.is_(None), Cycle.id > last_id)
         else:
-            due = datetime.fromisoformat(position["due"])
+            due = cursor_value(position, "due", aware_datetime)
             query = query.where(
                 or_(
                     Cycle.due_at > due,
