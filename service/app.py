@@ -12,10 +12,21 @@ from contextlib import asynccontextmanager, suppress
 import httpx
 from fastapi import FastAPI
 
-from service import __version__
-from service.api import errors, explain, health, leads, policies_api, reports, slas, webhooks
+from service import __version__, metrics
+from service.api import (
+    errors,
+    explain,
+    health,
+    leads,
+    outbox,
+    policies_api,
+    reports,
+    slas,
+    webhooks,
+)
 from service.clock import Clock, SystemClock
 from service.config import Settings
+from service.crm.registry import ADAPTERS
 from service.db import sqlite_path
 from service.runtime import Role, build_runtime
 from service.scheduler import build_scheduler
@@ -38,6 +49,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = build_runtime(settings, clock or SystemClock(), role, http)
+        metrics.precreate_source_series(ADAPTERS)
         app.state.runtime = runtime
         app.state.scheduler = None
         app.state.started_monotonic = time.monotonic()
@@ -75,6 +87,7 @@ def create_app(
         app.include_router(explain.router, prefix="/api/v1")
         app.include_router(reports.router, prefix="/api/v1")
         app.include_router(policies_api.router, prefix="/api/v1")
+        app.include_router(outbox.router, prefix="/api/v1")
     return app
 
 

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     volume_interval_seconds: float = 300.0
     late_after_seconds: float = 60.0  # a timer fired later than this is marked late
     raw_retention_days: int = 30
+    outbox_retention_days: int = 14  # delivered notifications; pending and dead are kept
     log_level: str = "INFO"
     env_overrides: dict[str, str] = Field(default_factory=dict, exclude=True)
 

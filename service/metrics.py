@@ -120,3 +120,30 @@ class LabelSets:
 
 
 LABELS = LabelSets()
+
+
+def precreate_policy_series() -> None:
+    """Create every configured policy/team series at zero, so ``rate()`` and ``increase()`` see
+    the first real increment instead of a series that appears out of nowhere."""
+    teams = (*sorted(LABELS.teams), OTHER)
+    for policy in LABELS.policies:
+        CYCLES_STARTED.labels(policy)
+        TIME_TO_STOP.labels(policy)
+        for kind in ("reminder", "escalation"):
+            REMINDERS.labels(policy, kind)
+        for team in teams:
+            CYCLES_MET.labels(policy, team)
+            CYCLES_BREACHED.labels(policy, team)
+
+
+WEBHOOK_OUTCOMES = ("accepted", "duplicate", "unauthorized", "invalid", "too_large", "unavailable")
+
+
+def precreate_source_series(sources: Iterable[str]) -> None:
+    for source in sources:
+        WEBHOOK_DURATION.labels(source)
+        for outcome in WEBHOOK_OUTCOMES:
+            WEBHOOK_REQUESTS.labels(source, outcome)
+    for channel in ("webhook", "log"):
+        for outcome in ("delivered", "retried", "dead"):
+            NOTIFICATIONS.labels(channel, outcome)

@@ -67,3 +67,4 @@ class PolicyStore:
     def _label_sets(self) -> None:
         policy_set = self.current.policy_set
         metrics.LABELS.configure(policy_set.teams, (p.id for p in policy_set.policies))
+        metrics.precreate_policy_series()

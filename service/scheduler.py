@@ -13,7 +13,7 @@ from sqlalchemy import delete
 
 from service import metrics
 from service.gauges import refresh_gauges
-from service.models import RawRequest
+from service.models import OutboxMessage, RawRequest
 from service.notify.dispatcher import dispatch
 from service.runtime import Runtime
 from service.sweep import sweep
@@ -56,8 +56,15 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
 
     async def purge_tick() -> None:
         cutoff = runtime.clock.now() - timedelta(days=settings.raw_retention_days)
+        delivered_cutoff = runtime.clock.now() - timedelta(days=settings.outbox_retention_days)
         async with runtime.sessions() as session, session.begin():
             await session.execute(delete(RawRequest).where(RawRequest.received_at < cutoff))
+            await session.execute(
+                delete(OutboxMessage).where(
+                    OutboxMessage.status == "delivered",
+                    OutboxMessage.delivered_at < delivered_cutoff,
+                )
+            )
 
     jobs: list[tuple[Callable[[], Awaitable[None]], float]] = [
         (sweep_tick, settings.sweep_interval_seconds),
