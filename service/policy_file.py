@@ -520,6 +520,7 @@ class _Builder:
             hours=hours,
             holidays_country=model.holidays.country if model.holidays else None,
             holidays_subdivision=model.holidays.subdivision if model.holidays else None,
+            holidays_categories=model.holidays.categories if model.holidays else ("public",),
             closed=frozenset(model.closed),
             open=opened,
         )

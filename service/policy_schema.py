@@ -281,6 +281,7 @@ class FileModel(BaseModel):
 class HolidaysModel(FileModel):
     country: str
     subdivision: Text | None = None
+    categories: tuple[Text, ...] = ("public",)
 
     @field_validator("country")
     @classmethod
@@ -312,6 +313,23 @@ class HolidaysModel(FileModel):
             raise ValueError(
                 f"unknown subdivision {value!r} of {country} (known: {_short_list(known)})"
             ) from None
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        country = info.data.get("country")
+        if country is None:
+            return value
+        known = holidays.country_holidays(country).supported_categories
+        unknown = [c for c in value if c not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown categories {', '.join(map(repr, unknown))} for {country}"
+                f" (known: {', '.join(known)})"
+            )
+        if not value:
+            raise ValueError("list at least one category, e.g. [public]")
         return value
 
 

@@ -161,7 +161,9 @@ def _normalize_spans(
     return tuple(result)
 
 
-def _load_holidays(country: str, subdivision: str | None, where: str) -> Any:
+def _load_holidays(
+    country: str, subdivision: str | None, where: str, categories: tuple[str, ...] = ("public",)
+) -> Any:
     code = country.strip().upper()
     try:
         probe = holidays_package.country_holidays(code)
@@ -179,7 +181,15 @@ def _load_holidays(country: str, subdivision: str | None, where: str) -> Any:
             )
     # Holiday names in the country's own language, whatever the process locale says, so that
     # explanations do not depend on the machine that computed them.
-    return holidays_package.country_holidays(code, subdiv=subdiv, language=probe.default_language)
+    unknown = sorted(set(categories) - set(probe.supported_categories))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown holidays categories {', '.join(unknown)} for {code};"
+            f" known: {', '.join(probe.supported_categories)}"
+        )
+    return holidays_package.country_holidays(
+        code, subdiv=subdiv, language=probe.default_language, categories=categories
+    )
 
 
 class Calendar:
@@ -220,7 +230,12 @@ class Calendar:
         self._holidays: Any = None
         self._holidays_lock = threading.Lock()
         if spec is not None and spec.holidays_country:
-            self._holidays = _load_holidays(spec.holidays_country, spec.holidays_subdivision, where)
+            self._holidays = _load_holidays(
+                spec.holidays_country,
+                spec.holidays_subdivision,
+                where,
+                tuple(spec.holidays_categories),
+            )
         elif spec is not None and spec.holidays_subdivision:
             raise ValueError(f"{where}: a holidays subdivision needs a holidays country")
 
@@ -532,6 +547,7 @@ def _spec_key(spec: CalendarSpec) -> object:
         else tuple(sorted((weekday, spans_key(spans)) for weekday, spans in hours.items())),
         spec.holidays_country,
         spec.holidays_subdivision,
+        tuple(spec.holidays_categories),
         frozenset(spec.closed),
         tuple(sorted((day, spans_key(spans)) for day, spans in spec.open.items())),
     )

@@ -108,6 +108,9 @@ class CalendarSpec:
     hours: Mapping[int, tuple[tuple[time, time], ...]] | None = None
     holidays_country: str | None = None
     holidays_subdivision: str | None = None
+    # the holidays package's categories, e.g. ("public", "optional") to close on Brazil's
+    # Carnival, which is an optional day off there rather than a public holiday
+    holidays_categories: tuple[str, ...] = ("public",)
     closed: frozenset[date] = frozenset()
     # extra open dates (e.g. a Saturday campaign) with their local intervals
     open: Mapping[date, tuple[tuple[time, time], ...]] = field(default_factory=dict)
