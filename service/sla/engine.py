@@ -280,7 +280,9 @@ def _finish(policy: Policy, cycle: _OpenCycle, now: datetime, calendar: Calendar
     state: CycleState
     breached_at: datetime | None = None
     if cycle.forced_breach_at is not None:
-        state, breached_at = "breached", cycle.forced_breach_at
+        # a premature disposition breaches at once, unless the window had already run out
+        forced = cycle.forced_breach_at
+        state, breached_at = "breached", forced if due is None or forced < due else due
     elif due is not None and (due < end if cycle.stopped_at is not None else due <= now):
         # stopped at or before the deadline is met; still running at the deadline is breached
         state, breached_at = "breached", due
