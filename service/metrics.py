@@ -139,11 +139,21 @@ def precreate_policy_series() -> None:
 WEBHOOK_OUTCOMES = ("accepted", "duplicate", "unauthorized", "invalid", "too_large", "unavailable")
 
 
+EVENT_TYPES = (
+    "lead.created", "lead.status_changed", "lead.assigned", "lead.activity", "lead.updated",
+    "lead.deleted", "ignored",
+)  # fmt: skip
+
+
 def precreate_source_series(sources: Iterable[str]) -> None:
     for source in sources:
         WEBHOOK_DURATION.labels(source)
         for outcome in WEBHOOK_OUTCOMES:
             WEBHOOK_REQUESTS.labels(source, outcome)
+        for event_type in EVENT_TYPES:
+            EVENTS.labels(source, event_type)
+    for outcome in ("ok", "error"):
+        POLICY_RELOADS.labels(outcome)
     for channel in ("webhook", "log"):
         for outcome in ("delivered", "retried", "dead"):
             NOTIFICATIONS.labels(channel, outcome)

@@ -64,8 +64,7 @@ MOVED: dict[tuple[int, str], list[dict[str, str]]] = {
         {"source": "generic", "outcome": "unauthorized"},
     ],
     (13, "A"): [{"source": "generic", "outcome": "unauthorized"}],
-    # Not (14, "A"), events stored: lead_sla_events_total has no series for a (source, type)
-    # before its first event, so rate() cannot count the first burst of a fresh process.
+    (14, "A"): [{"source": "generic", "type": "lead.status_changed"}],  # events stored
 }
 
 STARTUP_TIMEOUT = 30.0  # each of: lead-sla ready, Prometheus ready and scraping
