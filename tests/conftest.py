@@ -74,6 +74,12 @@ def clock() -> FrozenClock:
     return FrozenClock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
 
 
+class _ReceiverServer(ThreadingHTTPServer):
+    # The dispatcher opens many connections at once; the default backlog of 5 would drop SYNs
+    # and stall each one for a second-long TCP retransmit.
+    request_queue_size = 256
+
+
 class Receiver:
     """A real HTTP server on loopback that records what it is sent and answers as told."""
 
@@ -83,7 +89,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
                 receiver.requests.append(
@@ -100,7 +106,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _ReceiverServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sla"
         # A short poll interval: shutdown() waits up to one interval, once per test.
         self.thread = threading.Thread(
