@@ -75,6 +75,7 @@ async def receive_webhook(source: str, request: Request) -> Response:
         secret=settings.webhook_secret(source),
         status_map=overrides.status_map if overrides else {},
         options=overrides.options if overrides else {},
+        tolerance_seconds=settings.webhook_tolerance_seconds,
     )
     try:
         adapter.authenticate(inbound, config)

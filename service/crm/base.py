@@ -60,6 +60,8 @@ class SourceConfig:
     secret: str | None
     status_map: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    # How old (or how far ahead) a signed timestamp may be: LEAD_SLA_WEBHOOK_TOLERANCE_SECONDS.
+    tolerance_seconds: int = 300
 
 
 class Unauthorized(Exception):

@@ -148,7 +148,10 @@ class GenericAdapter:
             raise Unauthorized(
                 "no secret configured for source 'generic': set LEAD_SLA_WEBHOOK_SECRET_GENERIC"
             )
-        signatures.verify(config.secret, request.headers, request.body, request.received_at)
+        signatures.verify(
+            config.secret, request.headers, request.body, request.received_at,
+            config.tolerance_seconds,
+        )  # fmt: skip
 
     def parse(self, request: InboundRequest, config: SourceConfig) -> ParsedDelivery:
         try:

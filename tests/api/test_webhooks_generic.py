@@ -191,6 +191,17 @@ async def test_timestamp_tolerance_is_five_minutes_of_the_service_clock(
     assert (await post_raw(client, body, edge)).status_code == 202
 
 
+async def test_timestamp_tolerance_follows_the_setting(
+    settings: Settings, clock: FrozenClock
+) -> None:
+    async with running_app(settings, clock, webhook_tolerance_seconds=60) as (app, client):
+        body = _valid(clock)
+        stale = signed_headers(body, clock.now() - timedelta(seconds=61))
+        await _assert_unauthorized(await post_raw(client, body, stale), app.state.runtime, "60s")
+        fresh = signed_headers(body, clock.now() - timedelta(seconds=60))
+        assert (await post_raw(client, body, fresh)).status_code == 202
+
+
 async def test_no_secret_configured_is_401_saying_so(
     settings: Settings, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
