@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import metrics
 from service.event_codec import event_from_json, event_to_json
 from service.models import Cycle, Lead, LeadEventRow, RawRequest
-from service.outbox import enqueue, messages_for
+from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
 from service.repository import chunks, insert_ignoring_conflicts, is_postgresql, lead_ids
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
@@ -331,13 +331,24 @@ async def _announce_outcome(
         details["outcome_counted"] = "breached"
         metrics.CYCLES_BREACHED.labels(policy_label, team).inc()
         metrics.TIME_TO_STOP.labels(policy_label).observe(result.elapsed_business_seconds)
-    row.details = details
-    if row.announced_outcome == "breached" and result.state == "met":
-        row.announced_outcome = "met"
+    if row.announced_outcome == "breached" and result.state != "breached":
+        # A late event undid a breach already announced: say so. Met is final; a clock running
+        # again (a late pause moved its deadline) is re-armed, and whatever falls due anew fires
+        # again as a new round of notices.
+        round_ = int(details.get("round", 0))
         await enqueue(
             session,
             messages_for(
-                policies.policy_set, "corrected", "corrected", row, lead, now,
+                policies.policy_set, "corrected", step_key("corrected", round_), row, lead, now,
                 result.elapsed_business_seconds, False, now,
             ),
         )  # fmt: skip
+        if result.state == "met":
+            row.announced_outcome = "met"
+        else:
+            row.announced_outcome = None
+            details["round"] = round_ + 1
+            again = {timer.step for timer in result.timers if timer.at > now}
+            row.fired = [step for step in row.fired if step not in again]
+            row.next_fire_at = next_fire_at(result.timers, row.fired)
+    row.details = details

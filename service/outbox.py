@@ -25,6 +25,13 @@ MESSAGE_TYPE = {
 }
 
 
+def step_key(step: str, round_: int) -> str:
+    """A step's name in outbox keys. When a late event withdraws a breach already announced, the
+    cycle's notices start a new round: the same step fires again under a new key instead of
+    being taken for a redelivery of the withdrawn one."""
+    return step if round_ == 0 else f"{step}.r{round_}"
+
+
 def resolve_recipient(recipient: Recipient, owner: str | None, policy_set: PolicySet) -> str | None:
     """``owner`` -> the cycle's owner, ``manager`` -> the owner's manager, else the person id."""
     if recipient.to == "owner":

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
 from service.models import Cycle, Lead
-from service.outbox import enqueue, messages_for
+from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
 from service.repository import is_postgresql
 
@@ -79,6 +79,7 @@ def _fire_cycle(
     pending_times: list[datetime] = []
     count = 0
     policy_label = metrics.LABELS.policy(cycle.policy_id)
+    round_ = int((cycle.details or {}).get("round", 0))
     for entry in cycle.schedule:
         step, kind = entry["step"], entry["kind"]
         at = datetime.fromisoformat(entry["at"])
@@ -100,7 +101,8 @@ def _fire_cycle(
             metrics.REMINDERS.labels(policy_label, kind).inc()
         outbox.extend(
             messages_for(
-                policies.policy_set, kind, step, cycle, lead, at, float(entry["offset"]),
+                policies.policy_set, kind, step_key(step, round_), cycle, lead, at,
+                float(entry["offset"]),
                 lag > late_after_seconds, now,
             )
         )  # fmt: skip

@@ -22,6 +22,7 @@ from tests.store import count, rows, tick
 
 HOUR = timedelta(hours=1)
 MIN = timedelta(minutes=1)
+SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture
@@ -261,3 +262,45 @@ async def test_self_originated_events_do_not_start_clocks(
                       status("e4", "L-1", t0 + 3 * MIN, "mql"))  # fmt: skip
     assert sorted(c.policy_id for c in await rows(runtime, Cycle)) == ["business-touch",
                                                                       "first-touch"]  # fmt: skip
+
+
+async def test_a_late_pause_that_moves_the_deadline_past_now_withdraws_the_breach(
+    client: httpx.AsyncClient, clock: FrozenClock, runtime: Runtime, receiver: Receiver
+) -> None:
+    """The breach was announced, then a pause arrives that happened before the deadline: the
+    clock is running again. The breach is corrected, and announced again if the new deadline
+    passes too."""
+    t0 = clock.now()
+    await post_events(client, clock.now(), status("e1", "L-1", t0, "mql", owner="rep-7"))
+    clock.advance(minutes=61)
+    await tick(runtime)
+    await tick(runtime)
+    assert types(receiver) == ["sla.breached", "sla.escalated"]
+
+    clock.set(t0 + 80 * MIN)
+    await post_events(client, clock.now(), status("e2", "L-1", t0 + 10 * MIN, "waiting_on_lead"),
+                      status("e3", "L-1", t0 + 75 * MIN, "mql"))  # fmt: skip
+    (cycle,) = await first_touch(runtime, "L-1")
+    new_due = t0 + HOUR + 65 * MIN
+    assert (cycle.state, cycle.due_at, cycle.breached_at) == ("running", new_due, None)
+    await tick(runtime)
+    assert types(receiver) == ["sla.breached", "sla.escalated", "sla.corrected"]
+    corrected = receiver.bodies()[-1]
+    assert corrected["sla"]["state"] == "running"
+    assert corrected["sla"]["due_at"] == new_due.isoformat().replace("+00:00", "Z")
+
+    clock.set(new_due - SECOND)
+    await tick(runtime)
+    # the clock runs again, so its reminders (superseded by the breach before) are due anew
+    assert types(receiver)[3:] == ["sla.reminder", "sla.reminder"]
+    clock.set(new_due)
+    await tick(runtime)
+    await tick(runtime)
+    assert types(receiver)[5:] == ["sla.breached", "sla.escalated"]
+    breach = receiver.bodies()[5]
+    assert breach["sla"]["due_at"] == new_due.isoformat().replace("+00:00", "Z")
+    ids = [r["headers"]["webhook-id"] for r in receiver.requests]
+    assert len(set(ids)) == len(ids)  # new notices, not redeliveries of the withdrawn ones
+    (cycle,) = await first_touch(runtime, "L-1")
+    assert (cycle.state, cycle.breached_at, cycle.announced_outcome) == ("breached", new_due,
+                                                                         "breached")  # fmt: skip
