@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
 
+from service.crm.auth import configured_secret, fresh_signature, same_secret
 from service.crm.base import (
     BadPayload,
     InboundRequest,
@@ -31,18 +30,12 @@ from service.crm.base import (
     SuccessResponse,
     Unauthorized,
 )
+from service.crm.delivery import from_single, json_body
 from service.crm.mapping import map_status, parse_timestamp
-from service.sla.types import (
-    Activity,
-    LeadEvent,
-    LeadSnapshot,
-    OwnerChange,
-    StatusChange,
-)
+from service.sla.types import Activity, LeadEvent, LeadSnapshot, OwnerChange, StatusChange
 
 SIGNATURE_HEADER = "close-sig-hash"
 TIMESTAMP_HEADER = "close-sig-timestamp"
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 # Close's default lead statuses -> canonical. Organisations rename and add statuses; map them
 # (by label or by `stat_...` id) in `status_map`.
@@ -85,38 +78,25 @@ class CloseAdapter:
     source = "close"
 
     def authenticate(self, request: InboundRequest, config: SourceConfig) -> None:
-        if not config.secret:
-            raise Unauthorized(
-                "no Close signature key configured: set LEAD_SLA_WEBHOOK_SECRET_CLOSE to the "
-                "signature_key returned when the webhook subscription was created"
-            )
+        secret = configured_secret(
+            config,
+            "no Close signature key configured: set LEAD_SLA_WEBHOOK_SECRET_CLOSE to the "
+            "signature_key returned when the webhook subscription was created",
+        )
         try:
-            key = bytes.fromhex(config.secret.strip())
+            key = bytes.fromhex(secret.strip())
         except ValueError as exc:
             raise Unauthorized("LEAD_SLA_WEBHOOK_SECRET_CLOSE is not a hex signature_key") from exc
-        signature = request.header(SIGNATURE_HEADER)
-        timestamp = request.header(TIMESTAMP_HEADER)
-        if not signature or not timestamp:
-            raise Unauthorized(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
-        try:
-            sent_at = parse_timestamp(timestamp, epoch_unit="s")
-        except ValueError as exc:
-            raise Unauthorized(f"{TIMESTAMP_HEADER} is not epoch seconds") from exc
-        if abs(request.received_at - sent_at) > MAX_CLOCK_SKEW:
-            raise Unauthorized(f"stale {TIMESTAMP_HEADER}: more than 5 minutes from our clock")
+        signature, timestamp = fresh_signature(request, SIGNATURE_HEADER, TIMESTAMP_HEADER, "s")
         expected = hmac.new(key, timestamp.encode() + request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
+        if not same_secret(signature.strip().lower(), expected):
             raise Unauthorized(f"{SIGNATURE_HEADER} does not match the signature key")
 
     def parse(self, request: InboundRequest, config: SourceConfig) -> ParsedDelivery:
-        try:
-            body = json.loads(request.body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadPayload(f"body is not JSON: {exc}") from exc
+        body = json_body(request)
         if not isinstance(body, Mapping) or not isinstance(body.get("event"), Mapping):
             raise BadPayload("a Close webhook is a JSON object with an 'event' object")
-        events = _events(body["event"], config)
-        return ParsedDelivery(events=events, ignored=0 if events else 1)
+        return from_single(_events(body["event"], config))
 
     def success_response(self, accepted: int, duplicates: int) -> SuccessResponse:
         return SuccessResponse()

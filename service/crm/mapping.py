@@ -1,4 +1,5 @@
-"""Small helpers every CRM adapter needs: status maps with overrides, and CRM timestamps.
+"""Small helpers every CRM adapter needs: status maps with overrides, CRM timestamps and numbers,
+option values, and fitting CRM text into the canonical lead.
 
 Kept deliberately general so each adapter (HubSpot, Pipedrive, Close, Salesforce, RD Station,
 Zoho, ...) maps its own values the same way and every instant lands as an aware UTC datetime.
@@ -6,13 +7,26 @@ Zoho, ...) maps its own values the same way and every instant lands as an aware 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
+
+from service.sla.types import EventType, LeadSnapshot
 
 EpochUnit = Literal["s", "ms", "us", "ns"]
 
 _UNIT_DIVISOR: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+# What the stored lead holds (the column sizes in ``service/models.py``): lead ids and event ids
+# up to 255 characters, text fields up to 255 unless listed here.
+ID_MAX = 255
+FIELD_LIMITS: Mapping[str, int] = {"status": 64, "priority": 64, "country": 64, "email": 320}
+
+# Canonical statuses that end or park a lead. For these the CRM's own value ("Junk Lead", a
+# lost reason) says why, so it travels along as the change's reason.
+REASON_STATUSES = frozenset({"disqualified", "recycled", "unreachable"})
 
 
 def map_status(value: str, defaults: Mapping[str, str], overrides: Mapping[str, str]) -> str:
@@ -90,3 +104,85 @@ def _from_epoch(number: float, unit: EpochUnit | None) -> datetime:
         return datetime.fromtimestamp(number / _UNIT_DIVISOR[unit], tz=UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise ValueError(f"epoch timestamp out of range: {number!r}") from exc
+
+
+def parse_number(value: object) -> float | None:
+    """A CRM number (a number or its text) as a float; ``None`` when absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def clip(value: str | None, field: str) -> str | None:
+    """``value`` cut to the length the canonical ``field`` holds.
+
+    CRM text fields are often longer than ours; a truncated value is better than a delivery
+    refused for one long field.
+    """
+    if value is None:
+        return None
+    return value[: FIELD_LIMITS.get(field, 255)]
+
+
+def within_limits(snapshot: LeadSnapshot) -> LeadSnapshot:
+    """The snapshot with its id and every text field cut to what the stored lead holds."""
+    return replace(
+        snapshot,
+        id=snapshot.id[:ID_MAX],
+        status=clip(snapshot.status, "status"),
+        owner=clip(snapshot.owner, "owner"),
+        team=clip(snapshot.team, "team"),
+        email=clip(snapshot.email, "email"),
+        name=clip(snapshot.name, "name"),
+        source=clip(snapshot.source, "source"),
+        segment=clip(snapshot.segment, "segment"),
+        priority=clip(snapshot.priority, "priority"),
+        country=clip(snapshot.country, "country"),
+    )
+
+
+def lead_for(event_type: EventType, snapshot: LeadSnapshot) -> LeadSnapshot:
+    """The snapshot one of several events from the same record carries.
+
+    Only the status event carries the status, so the status change is attributed to it and not
+    to the assignment or update that came with it.
+    """
+    return snapshot if event_type == "lead.status_changed" else replace(snapshot, status=None)
+
+
+def status_reason(status: str, raw: str | None) -> str | None:
+    """The CRM's own value as the reason of a change into ``status``, where it says more.
+
+    Only for the statuses in ``REASON_STATUSES``, and only when it is not the canonical status
+    itself: policies match on the canonical status, reports show why.
+    """
+    return raw if status in REASON_STATUSES and raw and raw != status else None
+
+
+def bounded_event_id(key: str) -> str:
+    """Event ids are at most 255 characters; a longer derived key is replaced by its digest."""
+    if len(key) <= ID_MAX:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def option_list(value: Any) -> list[Any]:
+    """A source option that takes one value or several, as a list (a lone string is one)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Iterable):
+        return list(value)
+    return [value]
+
+
+def option_map(value: Any) -> dict[str, str]:
+    """A source option that maps names to names, as text (YAML reads ids as numbers); entries
+    without a value are dropped."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items() if v is not None}

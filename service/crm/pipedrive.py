@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from service.crm.auth import configured_secret, same_secret
 from service.crm.base import (
     BadPayload,
     InboundRequest,
@@ -41,14 +40,9 @@ from service.crm.base import (
     SuccessResponse,
     Unauthorized,
 )
+from service.crm.delivery import from_single, json_body
 from service.crm.mapping import map_status, parse_timestamp
-from service.sla.types import (
-    Activity,
-    LeadEvent,
-    LeadSnapshot,
-    OwnerChange,
-    StatusChange,
-)
+from service.sla.types import Activity, LeadEvent, LeadSnapshot, OwnerChange, StatusChange
 
 TRACKED_ENTITIES: tuple[str, ...] = ("lead", "person", "deal")
 DEFAULT_ACTIVITY_LINK_ORDER: tuple[str, ...] = ("lead", "deal", "person")
@@ -86,12 +80,12 @@ class PipedriveAdapter:
     source = "pipedrive"
 
     def authenticate(self, request: InboundRequest, config: SourceConfig) -> None:
-        if not config.secret:
-            raise Unauthorized(
-                "no Pipedrive credentials configured: set LEAD_SLA_WEBHOOK_SECRET_PIPEDRIVE to "
-                "'user:password', the HTTP auth user and password of the Pipedrive webhook"
-            )
-        if ":" not in config.secret:
+        secret = configured_secret(
+            config,
+            "no Pipedrive credentials configured: set LEAD_SLA_WEBHOOK_SECRET_PIPEDRIVE to "
+            "'user:password', the HTTP auth user and password of the Pipedrive webhook",
+        )
+        if ":" not in secret:
             raise Unauthorized(
                 "LEAD_SLA_WEBHOOK_SECRET_PIPEDRIVE must be 'user:password' (the webhook's HTTP "
                 "auth user and password)"
@@ -107,19 +101,15 @@ class PipedriveAdapter:
             presented = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise Unauthorized("malformed HTTP Basic credentials") from exc
-        if not hmac.compare_digest(presented, config.secret.encode()):
+        if not same_secret(presented, secret):
             raise Unauthorized("HTTP Basic credentials do not match")
 
     def parse(self, request: InboundRequest, config: SourceConfig) -> ParsedDelivery:
-        try:
-            body = json.loads(request.body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadPayload(f"body is not JSON: {exc}") from exc
+        body = json_body(request)
         if not isinstance(body, Mapping) or not isinstance(body.get("meta"), Mapping):
             raise BadPayload("a Pipedrive webhook is a JSON object with a 'meta' block")
         notification = _normalise(body, config.options)
-        events = _events(notification, config) if notification is not None else []
-        return ParsedDelivery(events=events, ignored=0 if events else 1)
+        return from_single(_events(notification, config) if notification is not None else [])
 
     def success_response(self, accepted: int, duplicates: int) -> SuccessResponse:
         return SuccessResponse()

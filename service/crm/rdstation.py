@@ -21,8 +21,6 @@ same ids and a new conversion or a later mark does not.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import replace
@@ -30,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from service.crm import mapping
+from service.crm.auth import any_same_secret, configured_secret
 from service.crm.base import (
     BadPayload,
     InboundRequest,
@@ -38,7 +38,7 @@ from service.crm.base import (
     SuccessResponse,
     Unauthorized,
 )
-from service.crm.mapping import map_status, parse_timestamp
+from service.crm.delivery import from_parts
 from service.sla.types import EventType, LeadEvent, LeadSnapshot, OwnerChange, StatusChange
 
 SOURCE = "rdstation"
@@ -73,9 +73,6 @@ _STAGE_RANK: Mapping[str, int] = {
 _OPPORTUNITY_RANK = 2
 
 DEFAULT_TOKEN_HEADER = "x-lead-sla-token"
-_REASON_STATUSES = frozenset({"disqualified", "recycled", "unreachable"})
-_LIMITS = {"status": 64, "priority": 64, "country": 64, "email": 320}
-_ID_MAX = 255
 _CRM_EVENTS = {"crm_deal_created", "crm_deal_updated", "crm_deal_deleted"}
 _MARKETING_EVENTS = {"WEBHOOK.CONVERTED", "WEBHOOK.MARKED_OPPORTUNITY"}
 
@@ -85,11 +82,11 @@ class RDStationAdapter:
 
     def authenticate(self, request: InboundRequest, config: SourceConfig) -> None:
         """The secret as ``?token=`` (Marketing), or in the CRM webhook's static auth header."""
-        if not config.secret:
-            raise Unauthorized(
-                "no secret is configured for source 'rdstation': set "
-                "LEAD_SLA_WEBHOOK_SECRET_RDSTATION and put it in the webhook URL as ?token="
-            )
+        secret = configured_secret(
+            config,
+            "no secret is configured for source 'rdstation': set "
+            "LEAD_SLA_WEBHOOK_SECRET_RDSTATION and put it in the webhook URL as ?token=",
+        )
         header_name = str(config.options.get("token_header") or DEFAULT_TOKEN_HEADER).lower()
         candidates = list(parse_qs(request.query_string).get("token", []))
         for name in {header_name, "authorization"}:
@@ -101,9 +98,7 @@ class RDStationAdapter:
                 f"no token: append ?token=<secret> to the webhook URL or send the {header_name} "
                 "header"
             )
-        # Every candidate is compared so the time taken does not depend on which one matched.
-        matches = [hmac.compare_digest(c.encode(), config.secret.encode()) for c in candidates]
-        if not any(matches):
+        if not any_same_secret(candidates, secret):
             raise Unauthorized("the token does not match LEAD_SLA_WEBHOOK_SECRET_RDSTATION")
 
     def parse(self, request: InboundRequest, config: SourceConfig) -> ParsedDelivery:
@@ -130,7 +125,7 @@ class _Mapper:
         self.overrides = overrides
 
     def status(self, value: str) -> str:
-        return map_status(value, DEFAULT_STATUS_MAP, self.overrides)
+        return mapping.map_status(value, DEFAULT_STATUS_MAP, self.overrides)
 
     def funnel_status(self, stage: str | None, is_opportunity: bool) -> str | None:
         """The lead's status from its lifecycle stage and whether it is marked as opportunity."""
@@ -144,15 +139,9 @@ class _Mapper:
 
 
 def _parse_leads(leads: list[Any], mapper: _Mapper) -> ParsedDelivery:
-    events: list[LeadEvent] = []
-    ignored = 0
-    for lead in leads:
-        produced = _lead_events(lead, mapper) if isinstance(lead, dict) else []
-        if produced:
-            events.extend(produced)
-        else:
-            ignored += 1
-    return ParsedDelivery(events=events, ignored=ignored)
+    return from_parts(
+        leads, lambda lead: _lead_events(lead, mapper) if isinstance(lead, dict) else []
+    )
 
 
 def _lead_events(lead: Mapping[str, Any], mapper: _Mapper) -> list[LeadEvent]:
@@ -179,17 +168,21 @@ def _lead_events(lead: Mapping[str, Any], mapper: _Mapper) -> list[LeadEvent]:
     if identifier:
         attributes["last_conversion"] = identifier
     origin = _dict(first.get("conversion_origin"))
-    base = LeadSnapshot(
-        id=lead_id[:_ID_MAX],
-        email=_clip(_str(lead.get("email")), "email"),
-        name=_clip(_str(lead.get("name")), "name"),
-        source=_clip(_str(origin.get("source")) or _str(first.get("source")), "source"),
+    base = mapping.within_limits(
+        LeadSnapshot(
+            id=lead_id,
+            email=_str(lead.get("email")),
+            name=_str(lead.get("name")),
+            source=_str(origin.get("source")) or _str(first.get("source")),
+        )
     )
-    full = _with(
-        base,
-        owner=_clip(_str(lead.get("user")), "owner"),
-        score=_number(lead.get("interest")),
-        attributes=attributes,
+    full = mapping.within_limits(
+        _with(
+            base,
+            owner=_str(lead.get("user")),
+            score=mapping.parse_number(lead.get("interest")),
+            attributes=attributes,
+        )
     )
 
     events: list[LeadEvent] = []
@@ -238,14 +231,16 @@ def _parse_contact_event(body: Mapping[str, Any], mapper: _Mapper) -> ParsedDeli
     identifier = _str(body.get("event_identifier"))
     if identifier and event_type == "WEBHOOK.CONVERTED":
         attributes["last_conversion"] = identifier
-    snapshot = LeadSnapshot(
-        id=lead_id[:_ID_MAX],
-        owner=_clip(_str(funnel.get("contact_owner_email")), "owner"),
-        email=_clip(_str(contact.get("email")), "email"),
-        name=_clip(_str(contact.get("name")), "name"),
-        source=_clip(_str(funnel.get("origin")), "source"),
-        score=_number(funnel.get("interest")),
-        attributes=attributes,
+    snapshot = mapping.within_limits(
+        LeadSnapshot(
+            id=lead_id,
+            owner=_str(funnel.get("contact_owner_email")),
+            email=_str(contact.get("email")),
+            name=_str(contact.get("name")),
+            source=_str(funnel.get("origin")),
+            score=mapping.parse_number(funnel.get("interest")),
+            attributes=attributes,
+        )
     )
     events: list[LeadEvent] = []
     created_at = _timestamp(contact.get("created_at"))
@@ -279,7 +274,7 @@ def _parse_deal_event(
 
     if event_name == "crm_deal_deleted":
         deleted_at = updated_at or received_at
-        gone = LeadSnapshot(id=deal_id[:_ID_MAX])
+        gone = LeadSnapshot(id=deal_id[: mapping.ID_MAX])
         return ParsedDelivery(
             events=[_event(f"deal:{deal_id}:deleted", "lead.deleted", deleted_at, gone)]
         )
@@ -316,14 +311,16 @@ def _parse_deal_event(
             label = _str(_dict(item.get("custom_field")).get("label"))
             if label:
                 attributes[label] = item["value"]
-    snapshot = LeadSnapshot(
-        id=deal_id[:_ID_MAX],
-        status=_clip(status, "status"),
-        owner=_clip(_str(user.get("email")) or _str(user.get("id")), "owner"),
-        email=_clip(_first_contact_email(deal), "email"),
-        name=_clip(_str(deal.get("name")), "name"),
-        source=_clip(_str(_dict(deal.get("deal_source")).get("name")), "source"),
-        attributes=attributes,
+    snapshot = mapping.within_limits(
+        LeadSnapshot(
+            id=deal_id,
+            status=status,
+            owner=_str(user.get("email")) or _str(user.get("id")),
+            email=_first_contact_email(deal),
+            name=_str(deal.get("name")),
+            source=_str(_dict(deal.get("deal_source")).get("name")),
+            attributes=attributes,
+        )
     )
     # created and updated fire together on creation; both describe the same deal state, so the
     # state-bearing ids leave the event name out and the two deliveries dedupe against each other.
@@ -337,7 +334,7 @@ def _parse_deal_event(
     if status:
         events.append(
             _event(
-                _bounded(f"{base}:status"),
+                f"{base}:status",
                 "lead.status_changed",
                 occurred_at,
                 snapshot,
@@ -347,7 +344,7 @@ def _parse_deal_event(
     if snapshot.owner:
         events.append(
             _event(
-                _bounded(f"{base}:owner"),
+                f"{base}:owner",
                 "lead.assigned",
                 occurred_at,
                 stateless,
@@ -355,7 +352,7 @@ def _parse_deal_event(
             )
         )
     if not events:
-        events.append(_event(_bounded(f"{base}:updated"), "lead.updated", occurred_at, snapshot))
+        events.append(_event(f"{base}:updated", "lead.updated", occurred_at, snapshot))
     return ParsedDelivery(events=events)
 
 
@@ -377,11 +374,11 @@ def _status_event(
     key: str, occurred_at: datetime, snapshot: LeadSnapshot, status: str | None, raw: str | None
 ) -> LeadEvent:
     if not status:
-        return _event(_bounded(key), "lead.updated", occurred_at, snapshot)
-    clipped = _clip(status, "status") or status
-    reason = raw if clipped in _REASON_STATUSES and raw and raw != clipped else None
+        return _event(key, "lead.updated", occurred_at, snapshot)
+    clipped = mapping.clip(status, "status") or status
+    reason = mapping.status_reason(clipped, raw)
     return _event(
-        _bounded(key),
+        key,
         "lead.status_changed",
         occurred_at,
         _with(snapshot, status=clipped),
@@ -398,7 +395,7 @@ def _event(
     owner: OwnerChange | None = None,
 ) -> LeadEvent:
     return LeadEvent(
-        event_id=_bounded(event_id),
+        event_id=mapping.bounded_event_id(event_id),
         type=type_,
         occurred_at=occurred_at,
         lead=lead,
@@ -409,13 +406,6 @@ def _event(
 
 def _with(snapshot: LeadSnapshot, **changes: Any) -> LeadSnapshot:
     return replace(snapshot, **changes)
-
-
-def _bounded(key: str) -> str:
-    """Event ids are at most 255 characters; a longer derived key is replaced by its digest."""
-    if len(key) <= _ID_MAX:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _strip_scheme(value: str) -> str:
@@ -430,7 +420,7 @@ def _timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
     try:
-        return parse_timestamp(value)
+        return mapping.parse_timestamp(value)
     except ValueError:
         return None
 
@@ -454,21 +444,6 @@ def _str(value: Any) -> str | None:
 
 def _dict(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _clip(value: str | None, field: str) -> str | None:
-    if value is None:
-        return None
-    return value[: _LIMITS.get(field, 255)]
 
 
 ADAPTER = RDStationAdapter()

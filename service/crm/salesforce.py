@@ -18,9 +18,7 @@ Salesforce posts up to 100 ``Notification`` elements per message, each carrying 
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -29,6 +27,8 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
 
+from service.crm import mapping
+from service.crm.auth import any_same_secret, configured_secret, same_secret
 from service.crm.base import (
     BadPayload,
     InboundRequest,
@@ -37,7 +37,7 @@ from service.crm.base import (
     SuccessResponse,
     Unauthorized,
 )
-from service.crm.mapping import map_status, parse_timestamp
+from service.crm.delivery import from_parts
 from service.sla.types import EventType, LeadEvent, LeadSnapshot, OwnerChange, StatusChange
 
 SOURCE = "salesforce"
@@ -69,8 +69,6 @@ DEFAULT_FIELD_MAP: Mapping[str, str] = {
     "priority": "Rating",
 }
 
-# Statuses whose raw value is worth keeping as the change's reason.
-_REASON_STATUSES = frozenset({"disqualified", "recycled", "unreachable"})
 # Fields read for identity, naming and ordering; the rest of the record lands in ``attributes``.
 _BOOKKEEPING = frozenset(
     {
@@ -84,8 +82,6 @@ _BOOKKEEPING = frozenset(
         "IsDeleted",
     }
 )
-_LIMITS = {"status": 64, "priority": 64, "country": 64, "email": 320}
-_ID_MAX = 255
 
 ACK = (
     b'<?xml version="1.0" encoding="UTF-8"?>'
@@ -108,12 +104,12 @@ class SalesforceAdapter:
         An unparseable body is a ``BadPayload`` even here: the org id cannot be read without
         parsing, and a malformed or hostile document must never reach the XML expander.
         """
-        if not config.secret:
-            raise Unauthorized(
-                "no secret is configured for source 'salesforce': set "
-                "LEAD_SLA_WEBHOOK_SECRET_SALESFORCE to your Salesforce organization id"
-            )
-        expected = _org_key(config.secret)
+        secret = configured_secret(
+            config,
+            "no secret is configured for source 'salesforce': set "
+            "LEAD_SLA_WEBHOOK_SECRET_SALESFORCE to your Salesforce organization id",
+        )
+        expected = _org_key(secret)
         if expected is None:
             raise Unauthorized(
                 "LEAD_SLA_WEBHOOK_SECRET_SALESFORCE is not a 15- or 18-character "
@@ -122,57 +118,53 @@ class SalesforceAdapter:
         url_token = config.options.get("url_token")
         if url_token:
             sent = parse_qs(request.query_string).get("token", [])
-            if not any(_same(token, str(url_token)) for token in sent):
+            if not any_same_secret(sent, str(url_token)):
                 raise Unauthorized("missing or wrong ?token= on the outbound message endpoint URL")
         notifications = _notifications(request.body)
         org_id = _text(notifications, "OrganizationId")
         if not org_id:
             raise Unauthorized("the outbound message carries no OrganizationId")
         received = _org_key(org_id)
-        if received is None or not _same(received, expected):
+        if received is None or not same_secret(received, expected):
             raise Unauthorized("OrganizationId does not match the configured organization id")
 
     def parse(self, request: InboundRequest, config: SourceConfig) -> ParsedDelivery:
         notifications = _notifications(request.body)
         options = config.options
-        field_map = {**DEFAULT_FIELD_MAP, **_str_map(options.get("field_map"))}
-        priority_map = {**DEFAULT_PRIORITY_MAP, **_str_map(options.get("priority_map"))}
+        field_map = {**DEFAULT_FIELD_MAP, **mapping.option_map(options.get("field_map"))}
+        priority_map = {**DEFAULT_PRIORITY_MAP, **mapping.option_map(options.get("priority_map"))}
         self_users = {
             key
-            for key in (_org_key(str(v)) for v in _as_list(options.get("self_user_ids")))
+            for key in (_org_key(str(v)) for v in mapping.option_list(options.get("self_user_ids")))
             if key is not None
         }
-        lead_types = {str(t) for t in _as_list(options.get("object_types"))} or {"Lead"}
+        lead_types = {str(t) for t in mapping.option_list(options.get("object_types"))} or {"Lead"}
 
-        events: list[LeadEvent] = []
-        ignored = 0
-        for notification in notifications.findall(f"{{{OUTBOUND_NS}}}Notification"):
+        def notification_events(notification: Element) -> list[LeadEvent]:
             notification_id = _text(notification, "Id")
             sobject = notification.find(f"{{{OUTBOUND_NS}}}sObject")
             if not notification_id or sobject is None:
-                ignored += 1
-                continue
+                return []
             if _xsi_type(sobject) not in lead_types:
-                ignored += 1  # an outbound message for another object: not ours to track
-                continue
+                return []  # an outbound message for another object: not ours to track
             fields = _fields(sobject)
             lead_id = fields.get("Id")
             if not lead_id:
-                ignored += 1  # a record deleted before delivery arrives without data
-                continue
-            events.extend(
-                _events(
-                    notification_id=notification_id,
-                    lead_id=lead_id,
-                    fields=fields,
-                    field_map=field_map,
-                    priority_map=priority_map,
-                    status_overrides=config.status_map,
-                    self_users=self_users,
-                    received_at=request.received_at,
-                )
+                return []  # a record deleted before delivery arrives without data
+            return _events(
+                notification_id=notification_id,
+                lead_id=lead_id,
+                fields=fields,
+                field_map=field_map,
+                priority_map=priority_map,
+                status_overrides=config.status_map,
+                self_users=self_users,
+                received_at=request.received_at,
             )
-        return ParsedDelivery(events=events, ignored=ignored)
+
+        return from_parts(
+            notifications.findall(f"{{{OUTBOUND_NS}}}Notification"), notification_events
+        )
 
     def success_response(self, accepted: int, duplicates: int) -> SuccessResponse:
         """Salesforce keeps retrying a message until it reads ``<Ack>true</Ack>``."""
@@ -202,7 +194,9 @@ def _events(
     created = _timestamp(fields.get("CreatedDate"))
 
     raw_status = value("status")
-    status = map_status(raw_status, DEFAULT_STATUS_MAP, status_overrides) if raw_status else None
+    status = (
+        mapping.map_status(raw_status, DEFAULT_STATUS_MAP, status_overrides) if raw_status else None
+    )
     owner = value("owner")
     rating = value("priority")
     consumed = set(field_map.values()) | _BOOKKEEPING
@@ -212,19 +206,21 @@ def _events(
     if raw_status:
         attributes["crm_status"] = raw_status
     score_text = value("score")
-    snapshot = LeadSnapshot(
-        id=lead_id[:_ID_MAX],
-        status=_clip(status, "status"),
-        owner=_clip(owner, "owner"),
-        team=_clip(value("team"), "team"),
-        email=_clip(value("email"), "email"),
-        name=_clip(value("name") or _full_name(fields), "name"),
-        source=_clip(value("source"), "source"),
-        segment=_clip(value("segment"), "segment"),
-        priority=_clip(priority_map.get(rating, rating) if rating else None, "priority"),
-        score=_number(score_text),
-        country=_clip(value("country"), "country"),
-        attributes=attributes,
+    snapshot = mapping.within_limits(
+        LeadSnapshot(
+            id=lead_id,
+            status=status,
+            owner=owner,
+            team=value("team"),
+            email=value("email"),
+            name=value("name") or _full_name(fields),
+            source=value("source"),
+            segment=value("segment"),
+            priority=priority_map.get(rating, rating) if rating else None,
+            score=mapping.parse_number(score_text),
+            country=value("country"),
+            attributes=attributes,
+        )
     )
     modified_by = fields.get("LastModifiedById")
     self_originated = bool(modified_by) and _org_key(modified_by or "") in self_users
@@ -234,8 +230,7 @@ def _events(
             event_id=f"{notification_id}:{kind}",
             type=type_,
             occurred_at=occurred_at,
-            # Only the status event carries the status, so the change is attributed to it.
-            lead=snapshot if type_ == "lead.status_changed" else replace(snapshot, status=None),
+            lead=mapping.lead_for(type_, snapshot),
             self_originated=self_originated,
             **parts,
         )
@@ -246,7 +241,7 @@ def _events(
     if created is not None and modified is not None and created == modified:
         out.append(event("created", "lead.created"))
     if status:
-        reason = raw_status if status in _REASON_STATUSES and raw_status != status else None
+        reason = mapping.status_reason(status, raw_status)
         out.append(
             event("status", "lead.status_changed", status=StatusChange(to=status, reason=reason))
         )
@@ -320,49 +315,14 @@ def _org_key(value: str) -> str | None:
     return value[:15]
 
 
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
-
-
 def _timestamp(value: str | None) -> datetime | None:
     """An xsd:dateTime (Salesforce sends GMT) as aware UTC; ``None`` when absent or unreadable."""
     if not value:
         return None
     try:
-        return parse_timestamp(value)
+        return mapping.parse_timestamp(value)
     except ValueError:
         return None
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _clip(value: str | None, field: str) -> str | None:
-    if value is None:
-        return None
-    return value[: _LIMITS.get(field, 255)]
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Iterable):
-        return list(value)
-    return [value]
-
-
-def _str_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): str(v) for k, v in value.items() if v is not None}
 
 
 ADAPTER = SalesforceAdapter()

@@ -14,6 +14,7 @@ import hmac
 from collections.abc import Mapping
 from datetime import datetime
 
+from service.crm.auth import same_secret
 from service.crm.base import Unauthorized
 
 SECRET_PREFIX = "whsec_"
@@ -71,6 +72,6 @@ def verify(
     except ValueError as exc:
         raise Unauthorized(f"the configured secret is unusable: {exc}") from None
     for candidate in signatures.split():
-        if hmac.compare_digest(candidate.encode(), expected):
+        if same_secret(candidate, expected):
             return message_id
     raise Unauthorized("no matching v1 signature")

@@ -18,16 +18,15 @@ body, filled with merge fields under parameter names of their choosing. Hence:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from service.crm import mapping
+from service.crm.auth import any_same_secret, configured_secret
 from service.crm.base import (
     BadPayload,
     FieldError,
@@ -38,7 +37,6 @@ from service.crm.base import (
     SuccessResponse,
     Unauthorized,
 )
-from service.crm.mapping import map_status, parse_timestamp
 from service.sla.types import (
     Activity,
     EventType,
@@ -118,20 +116,17 @@ DEFAULT_ACTIVITY_STATUSES: Mapping[str, Mapping[str, str]] = {
 _NO_VALUE = frozenset({"", "-none-", "null", "none"})
 _DELETE_EVENTS = frozenset({"delete", "deleted", "lead.deleted", "lead_deleted"})
 _CREATE_EVENTS = frozenset({"create", "created", "lead.created", "lead_created"})
-_REASON_STATUSES = frozenset({"disqualified", "recycled", "unreachable"})
-_LIMITS = {"status": 64, "priority": 64, "country": 64, "email": 320}
-_ID_MAX = 255
 
 
 class ZohoAdapter:
     source = SOURCE
 
     def authenticate(self, request: InboundRequest, config: SourceConfig) -> None:
-        if not config.secret:
-            raise Unauthorized(
-                "no secret is configured for source 'zoho': set LEAD_SLA_WEBHOOK_SECRET_ZOHO and "
-                "send it from the webhook as the 'token' parameter or the zoho-webhook-token header"
-            )
+        secret = configured_secret(
+            config,
+            "no secret is configured for source 'zoho': set LEAD_SLA_WEBHOOK_SECRET_ZOHO and "
+            "send it from the webhook as the 'token' parameter or the zoho-webhook-token header",
+        )
         candidates = list(parse_qs(request.query_string).get(TOKEN_PARAM, []))
         header = request.header(TOKEN_HEADER)
         if header:
@@ -149,8 +144,7 @@ class ZohoAdapter:
                 "no token: add a 'token' parameter (URL or body) or a zoho-webhook-token header "
                 "to the Zoho webhook"
             )
-        matches = [hmac.compare_digest(c.encode(), config.secret.encode()) for c in candidates]
-        if not any(matches):
+        if not any_same_secret(candidates, secret):
             raise Unauthorized("the token does not match LEAD_SLA_WEBHOOK_SECRET_ZOHO")
 
     def parse(self, request: InboundRequest, config: SourceConfig) -> ParsedDelivery:
@@ -190,7 +184,7 @@ class _RecordError(Exception):
 class _Reader:
     def __init__(self, config: SourceConfig) -> None:
         options = config.options
-        self.field_map = {**DEFAULT_FIELD_MAP, **_str_map(options.get("field_map"))}
+        self.field_map = {**DEFAULT_FIELD_MAP, **mapping.option_map(options.get("field_map"))}
         self.status_overrides = config.status_map
         activity_statuses = options.get("activity_statuses")
         self.activity_statuses: Mapping[str, Any] = (
@@ -198,8 +192,10 @@ class _Reader:
             if isinstance(activity_statuses, Mapping)
             else DEFAULT_ACTIVITY_STATUSES
         )
-        self.self_users = {str(v).strip() for v in _as_list(options.get("self_user_ids"))}
-        self.modules = {str(m).casefold() for m in _as_list(options.get("modules"))} or {"leads"}
+        self_users = mapping.option_list(options.get("self_user_ids"))
+        self.self_users = {str(v).strip() for v in self_users}
+        modules = mapping.option_list(options.get("modules"))
+        self.modules = {str(m).casefold() for m in modules} or {"leads"}
         self.timezone = _zone(options.get("timezone"))
         self.datetime_format = options.get("datetime_format")
 
@@ -246,7 +242,7 @@ class _Reader:
         event_name = (self.value(record, "event") or "").casefold()
         raw_status = self.value(record, "status")
         status = (
-            map_status(raw_status, DEFAULT_STATUS_MAP, self.status_overrides)
+            mapping.map_status(raw_status, DEFAULT_STATUS_MAP, self.status_overrides)
             if raw_status
             else None
         )
@@ -268,30 +264,31 @@ class _Reader:
             for part in (self.value(record, "first_name"), self.value(record, "last_name"))
             if part
         )
-        snapshot = LeadSnapshot(
-            id=lead_id[:_ID_MAX],
-            status=_clip(status, "status"),
-            owner=_clip(owner, "owner"),
-            team=_clip(self.value(record, "team"), "team"),
-            email=_clip(self.value(record, "email"), "email"),
-            name=_clip(self.value(record, "name") or first_last or None, "name"),
-            source=_clip(self.value(record, "source"), "source"),
-            segment=_clip(self.value(record, "segment"), "segment"),
-            priority=_clip(self.value(record, "priority"), "priority"),
-            score=_number(self.value(record, "score")),
-            country=_clip(self.value(record, "country"), "country"),
-            attributes=attributes,
+        snapshot = mapping.within_limits(
+            LeadSnapshot(
+                id=lead_id,
+                status=status,
+                owner=owner,
+                team=self.value(record, "team"),
+                email=self.value(record, "email"),
+                name=self.value(record, "name") or first_last or None,
+                source=self.value(record, "source"),
+                segment=self.value(record, "segment"),
+                priority=self.value(record, "priority"),
+                score=mapping.parse_number(self.value(record, "score")),
+                country=self.value(record, "country"),
+                attributes=attributes,
+            )
         )
         self_originated = modified_by is not None and modified_by in self.self_users
         base = f"{lead_id}:{_iso(modified)}:{raw_status or ''}"
 
         def event(event_id: str, type_: EventType, **parts: Any) -> LeadEvent:
             return LeadEvent(
-                event_id=_bounded(event_id),
+                event_id=mapping.bounded_event_id(event_id),
                 type=type_,
                 occurred_at=modified,
-                # Only the status event carries the status, so the change is attributed to it.
-                lead=snapshot if type_ == "lead.status_changed" else replace(snapshot, status=None),
+                lead=mapping.lead_for(type_, snapshot),
                 self_originated=self_originated,
                 **parts,
             )
@@ -302,7 +299,7 @@ class _Reader:
         if event_name in _CREATE_EVENTS or (created is not None and created == modified):
             out.append(event(f"{lead_id}:created", "lead.created"))
         if status and snapshot.status:
-            reason = raw_status if status in _REASON_STATUSES and raw_status != status else None
+            reason = mapping.status_reason(status, raw_status)
             out.append(
                 event(
                     f"{base}:status",
@@ -389,7 +386,7 @@ def _timestamp(text: str, zone: ZoneInfo | None, fmt: Any) -> datetime | None:
     if local is not None and local.tzinfo is None and zone is not None:
         return local.replace(tzinfo=zone).astimezone(UTC)
     try:
-        return parse_timestamp(local if local is not None else stripped)
+        return mapping.parse_timestamp(local if local is not None else stripped)
     except ValueError:
         return None
 
@@ -405,44 +402,6 @@ def _zone(value: Any) -> ZoneInfo | None:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _bounded(key: str) -> str:
-    """Event ids are at most 255 characters; a longer derived key is replaced by its digest."""
-    if len(key) <= _ID_MAX:
-        return key
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
-def _clip(value: str | None, field: str) -> str | None:
-    if value is None:
-        return None
-    return value[: _LIMITS.get(field, 255)]
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Iterable):
-        return list(value)
-    return [value]
-
-
-def _str_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): str(v) for k, v in value.items() if v is not None}
 
 
 ADAPTER = ZohoAdapter()

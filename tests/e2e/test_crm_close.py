@@ -17,28 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.clock import FrozenClock
 from service.config import Settings
-from service.runtime import Runtime
 from tests.conftest import Receiver
-from tests.e2e.test_crm_common import (
-    MIN,
-    T0,
-    TARGET,
-    at,
-    breaches,
-    crm_settings,
-    first_touch,
-    ignored,
-    lead_detail,
-    leads,
-    outcome,
-    raw_requests,
-    snapshot,
-    tick,
-)
+from tests.e2e.test_crm_common import MIN, T0, TARGET, CrmSource, accepted, at, crm_settings
+
+SOURCE = "close"  # the source the ``crm`` fixture speaks for
 
 KEY = "058bfb6a3d8cfdc4da7c3be5901b16ae11da982b46a25fb2cd7016e97a140a1c"  # signature_key
 USER = "user_N6KhMpzHRCYQHdn4gRNIFNN5JExnsrprKA6ekxM63XA"
@@ -54,7 +39,7 @@ POTENTIAL, INTERESTED = lead_status("Potential"), lead_status("Interested")
 
 @pytest.fixture
 def settings(database_url: str, receiver: Receiver) -> Settings:
-    return crm_settings(database_url, receiver, {"close": KEY})
+    return crm_settings(database_url, receiver, {SOURCE: KEY})
 
 
 def lead_id(n: int) -> str:
@@ -120,15 +105,9 @@ async def deliver(
     return await client.post("/webhooks/close", content=raw, headers=headers)
 
 
-def accepted(response: httpx.Response, count: int, duplicates: int = 0) -> None:
-    assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": count, "duplicates": duplicates}
-
-
 async def test_interested_starts_an_outbound_call_stops_and_an_untouched_lead_breaches_once(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock, receiver: Receiver
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     start = T0 - 10 * MIN
     touched_lead, untouched_lead = lead_id(1), lead_id(2)
     for n, lead in enumerate((touched_lead, untouched_lead)):
@@ -136,40 +115,25 @@ async def test_interested_starts_an_outbound_call_stops_and_an_untouched_lead_br
         mql = status_changed(f"ev_s{n}", lead, start, INTERESTED, POTENTIAL)
         accepted(await deliver(client, clock, mql), 1)
     for lead in (touched_lead, untouched_lead):
-        cycle = await first_touch(client, "close", lead)
-        assert (cycle["state"], cycle["open"]) == ("running", True)
-        assert at(cycle["started_at"]) == start
-        assert at(cycle["due_at"]) == start + TARGET
-    detail = await lead_detail(client, "close", touched_lead)
+        await crm.assert_running(lead, since=start)
+    detail = await crm.lead(touched_lead)
     assert (detail["lead"]["status"], detail["lead"]["owner"]) == ("mql", USER)
 
     accepted(await deliver(client, clock, call("ev_call1", touched_lead, T0 - 2 * MIN)), 1)
-    touched = await first_touch(client, "close", touched_lead)
+    touched = await crm.first_touch(touched_lead)
     assert (touched["state"], touched["open"]) == ("met", False)
     assert at(touched["stopped_at"]) == T0 - 2 * MIN
     assert touched["stop_reason"] == "activity: call"
-    timeline = (await lead_detail(client, "close", touched_lead))["timeline"]
+    timeline = (await crm.lead(touched_lead))["timeline"]
     assert timeline[-1]["data"]["activity"] == {"kind": "call", "outcome": "connected", "by": USER}
 
-    await tick(runtime)
-    assert receiver.requests == []
-    clock.advance(minutes=51)
-    await tick(runtime)
-    await tick(runtime)
-    assert breaches(receiver) == [("close", untouched_lead)]
-    assert len(receiver.requests) == 1
-    (body,) = receiver.bodies()
-    assert (body["lead"]["owner"], body["lead"]["status"]) == (USER, "mql")
-    assert at(body["sla"]["due_at"]) == start + TARGET
-    clock.advance(minutes=5)
-    await tick(runtime)
-    assert len(receiver.requests) == 1
+    await crm.assert_breach_sent(untouched_lead, owner=USER, due_at=start + TARGET)
+    await crm.assert_not_sent_again()
 
 
 async def test_retried_events_change_nothing(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     met, running = lead_id(10), lead_id(11)
     sent = [
         created("ev_r1", met, T0 - 40 * MIN),
@@ -179,17 +143,17 @@ async def test_retried_events_change_nothing(
     ]
     for body in sent:
         accepted(await deliver(client, clock, body), 1)
-    before = await snapshot(client, runtime, "close", met, running)
+    before = await crm.snapshot(met, running)
     assert before["leads"][met]["cycles"][0]["state"] == "met"
 
     clock.advance(minutes=2)  # Close retries the same event later, signed anew
     for body in sent:
         accepted(await deliver(client, clock, body), 0, duplicates=1)
-    assert await snapshot(client, runtime, "close", met, running) == before
+    assert await crm.snapshot(met, running) == before
 
 
 async def test_events_arriving_in_reverse_give_the_cycle_of_in_order_arrival(
-    client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
     def history(lead: str) -> list[dict[str, Any]]:
         return [
@@ -203,19 +167,15 @@ async def test_events_arriving_in_reverse_give_the_cycle_of_in_order_arrival(
         accepted(await deliver(client, clock, body), 1)
     for body in history(reversed_)[::-1]:
         accepted(await deliver(client, clock, body), 1)
-    expected = await first_touch(client, "close", in_order)
-    assert (expected["state"], expected["stop_reason"]) == ("met", "activity: call")
-    assert at(expected["started_at"]) == T0 - 30 * MIN
-    assert at(expected["stopped_at"]) == T0 - 10 * MIN
-    assert outcome(await first_touch(client, "close", reversed_)) == outcome(expected)
-    for lead in (in_order, reversed_):
-        assert (await lead_detail(client, "close", lead))["lead"]["status"] == "mql"
+    await crm.assert_met_alike(
+        in_order, reversed_, started_at=T0 - 30 * MIN, stopped_at=T0 - 10 * MIN,
+        stop_reason="activity: call", status="mql",
+    )  # fmt: skip
 
 
 async def test_bad_signature_is_refused_and_nothing_is_stored(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     body = status_changed("ev_bad", lead_id(30), T0 - MIN, INTERESTED, POTENTIAL)
     raw = json.dumps(body).encode()
     timestamp = str(int(clock.now().timestamp()))
@@ -229,14 +189,12 @@ async def test_bad_signature_is_refused_and_nothing_is_stored(
     for forgery, options in forgeries.items():
         response = await deliver(client, clock, body, **options)
         assert response.status_code == 401, (forgery, response.text)
-    assert await leads(client) == []
-    assert await raw_requests(runtime, "close") == []
+    await crm.assert_nothing_stored()
 
 
 async def test_events_it_does_not_use_are_acknowledged_counted_and_kept(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     lead = lead_id(40)
     draft = {"id": "acti_draft", "lead_id": lead, "user_id": USER, "direction": "outgoing",
              "status": "draft", "subject": "Hello"}  # fmt: skip
@@ -250,19 +208,11 @@ async def test_events_it_does_not_use_are_acknowledged_counted_and_kept(
         ),
         close_event("ev_cont", "contact", "created", lead, T0, {"id": "cont_1", "lead_id": lead}),
     ]
-    before = ignored("close")
-    sent = []
-    for body in unused:
-        response = await deliver(client, clock, body)
-        accepted(response, 0)
-        sent.append(response.request.content)
-    assert ignored("close") - before == len(unused)
-    assert [raw.body for raw in await raw_requests(runtime, "close")] == sent
-    assert await leads(client) == []
+    await crm.assert_ignored_and_kept(unused, lambda body: deliver(client, clock, body))
 
 
 async def test_unmapped_status_is_kept_as_sent(
-    client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
     lead = lead_id(50)
     follow_up = lead_status("Follow Up")  # an organisation's own status, not in the map
@@ -270,9 +220,9 @@ async def test_unmapped_status_is_kept_as_sent(
     accepted(await deliver(client, clock, mql), 1)
     later = status_changed("ev_u2", lead, T0 - 10 * MIN, follow_up, INTERESTED)
     accepted(await deliver(client, clock, later), 1)
-    detail = await lead_detail(client, "close", lead)
+    detail = await crm.lead(lead)
     assert detail["lead"]["status"] == "Follow Up"
     last = detail["timeline"][-1]
     assert last["type"] == "lead.status_changed"
     assert (last["data"]["status"]["from"], last["data"]["status"]["to"]) == ("mql", "Follow Up")
-    assert (await first_touch(client, "close", lead))["state"] == "running"
+    assert (await crm.first_touch(lead))["state"] == "running"

@@ -3,11 +3,13 @@ secret is not configured refuses every delivery (401, naming the setting) and ke
 
 The per-CRM modules run under ``tests/fixtures/policies_crm.yaml``: a 24x7 ``first-touch`` clock
 (start ``mql``, one hour, stopped by contact or by sal/sql/disqualified/recycled) whose breaches
-go to the test's loopback receiver.
+go to the test's loopback receiver. Each module names its source in ``SOURCE`` and reaches the
+service through the ``crm`` fixture (``tests/e2e/conftest.py``), a ``CrmSource`` for that source.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from service.clock import FrozenClock
 from service.config import Settings
 from service.models import OutboxMessage, RawRequest
 from service.notify.dispatcher import dispatch
@@ -118,6 +121,129 @@ def breaches(receiver: Receiver) -> list[tuple[str, str]]:
     """(lead source, lead id) of every ``sla.breached`` the receiver got, in arrival order."""
     return [(b["lead"]["source"], b["lead"]["id"]) for b in receiver.bodies()
             if b["type"] == "sla.breached"]  # fmt: skip
+
+
+def accepted(response: httpx.Response, count: int, duplicates: int = 0) -> None:
+    """The standard answer: ``count`` events stored, ``duplicates`` already stored before."""
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": count, "duplicates": duplicates}
+
+
+class CrmSource:
+    """The running service as one CRM source's tests see it: the source's leads and stored
+    requests, its count of ignored content, and the scheduler's tick with the receiver behind it.
+
+    The ``assert_*`` methods are the checks every CRM's scenarios end with; what leads to them
+    (the CRM's own payloads and how they are sent) stays in the CRM's module.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        client: httpx.AsyncClient,
+        runtime: Runtime,
+        clock: FrozenClock,
+        receiver: Receiver,
+    ) -> None:
+        self.source = source
+        self.client = client
+        self.runtime = runtime
+        self.clock = clock
+        self.receiver = receiver
+
+    async def lead(self, lead_id: str) -> dict[str, Any]:
+        """The lead's detail: current fields, timeline and cycles."""
+        return await lead_detail(self.client, self.source, lead_id)
+
+    async def first_touch(self, lead_id: str) -> dict[str, Any]:
+        return await first_touch(self.client, self.source, lead_id)
+
+    async def leads(self) -> list[dict[str, Any]]:
+        """Every lead the service knows, of any source."""
+        return await leads(self.client)
+
+    async def raw_requests(self) -> list[RawRequest]:
+        return await raw_requests(self.runtime, self.source)
+
+    async def snapshot(self, *lead_ids: str) -> dict[str, Any]:
+        return await snapshot(self.client, self.runtime, self.source, *lead_ids)
+
+    def ignored(self) -> float:
+        return ignored(self.source)
+
+    async def tick(self) -> None:
+        await tick(self.runtime)
+
+    async def assert_running(self, lead_id: str, since: datetime) -> None:
+        """The lead's first-touch clock runs since ``since`` and is due one target later."""
+        cycle = await self.first_touch(lead_id)
+        assert (cycle["state"], cycle["open"]) == ("running", True)
+        assert at(cycle["started_at"]) == since
+        assert at(cycle["due_at"]) == since + TARGET
+
+    async def assert_breach_sent(self, lead_id: str, *, owner: str, due_at: datetime) -> None:
+        """Sweeping before the deadline sends nothing; a minute past it, exactly one
+        ``sla.breached`` reaches the receiver, for ``lead_id`` with its owner, the mql status and
+        the deadline."""
+        await self.tick()
+        assert self.receiver.requests == []
+        self.clock.set(due_at + MIN)
+        await self.tick()
+        await self.tick()
+        assert breaches(self.receiver) == [(self.source, lead_id)]
+        assert len(self.receiver.requests) == 1
+        (body,) = self.receiver.bodies()
+        assert (body["lead"]["owner"], body["lead"]["status"]) == (owner, "mql")
+        assert at(body["sla"]["due_at"]) == due_at
+
+    async def assert_not_sent_again(self) -> None:
+        """Later sweeps do not send the breach again."""
+        self.clock.advance(minutes=5)
+        await self.tick()
+        assert len(self.receiver.requests) == 1
+
+    async def assert_met_alike(
+        self,
+        in_order: str,
+        reordered: str,
+        *,
+        started_at: datetime,
+        stopped_at: datetime,
+        stop_reason: str | None = None,
+        status: str,
+    ) -> None:
+        """The lead whose events arrived in order met its first touch, started and stopped at the
+        given instants (for ``stop_reason``, when given); the lead whose events arrived out of
+        order ends the same: the same first-touch outcome, and both in ``status``."""
+        expected = await self.first_touch(in_order)
+        assert expected["state"] == "met"
+        if stop_reason is not None:
+            assert expected["stop_reason"] == stop_reason
+        assert at(expected["started_at"]) == started_at
+        assert at(expected["stopped_at"]) == stopped_at
+        assert outcome(await self.first_touch(reordered)) == outcome(expected)
+        for lead_id in (in_order, reordered):
+            assert (await self.lead(lead_id))["lead"]["status"] == status
+
+    async def assert_nothing_stored(self) -> None:
+        """What a refused delivery leaves: no lead, and no stored request of this source."""
+        assert await self.leads() == []
+        assert await self.raw_requests() == []
+
+    async def assert_ignored_and_kept(
+        self, bodies: Sequence[Any], send: Callable[[Any], Awaitable[httpx.Response]]
+    ) -> None:
+        """Each body, sent on its own, is acknowledged with nothing accepted, counted once as
+        ignored and kept as received; no lead appears."""
+        before = self.ignored()
+        sent = []
+        for body in bodies:
+            response = await send(body)
+            accepted(response, 0)
+            sent.append(response.request.content)
+        assert self.ignored() - before == len(bodies)
+        assert [raw.body for raw in await self.raw_requests()] == sent
+        assert await self.leads() == []
 
 
 # -- every CRM source without its secret ------------------------------------------------------

@@ -17,28 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.clock import FrozenClock
 from service.config import Settings
-from service.runtime import Runtime
 from tests.conftest import Receiver
-from tests.e2e.test_crm_common import (
-    MIN,
-    T0,
-    TARGET,
-    at,
-    breaches,
-    crm_settings,
-    first_touch,
-    ignored,
-    lead_detail,
-    leads,
-    outcome,
-    raw_requests,
-    snapshot,
-    tick,
-)
+from tests.e2e.test_crm_common import MIN, T0, TARGET, CrmSource, accepted, at, crm_settings
+
+SOURCE = "hubspot"  # the source the ``crm`` fixture speaks for
 
 SECRET = "3f0c2a9e-7d41-4b8e-9a51-6c2f8e0d1b7a"  # the app's client secret
 PUBLIC_URL = "https://sla.example.com"
@@ -49,7 +34,7 @@ OWNER = "8675309"
 
 @pytest.fixture
 def settings(database_url: str, receiver: Receiver) -> Settings:
-    return crm_settings(database_url, receiver, {"hubspot": SECRET}, public_url=PUBLIC_URL)
+    return crm_settings(database_url, receiver, {SOURCE: SECRET}, public_url=PUBLIC_URL)
 
 
 def notification(
@@ -108,15 +93,9 @@ async def deliver(
     return await client.post(PATH, content=body, headers=sent if headers is None else headers)
 
 
-def accepted(response: httpx.Response, count: int, duplicates: int = 0) -> None:
-    assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": count, "duplicates": duplicates}
-
-
 async def test_mql_starts_an_attempt_stops_and_an_untouched_contact_breaches_once(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock, receiver: Receiver
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     start = T0 - 10 * MIN
     batch = [
         owner(1, 101, start - MIN), lifecycle(2, 101, start, "marketingqualifiedlead"),
@@ -124,61 +103,46 @@ async def test_mql_starts_an_attempt_stops_and_an_untouched_contact_breaches_onc
     ]  # fmt: skip
     accepted(await deliver(client, clock, batch), 4)
     for contact in ("101", "202"):
-        cycle = await first_touch(client, "hubspot", contact)
-        assert (cycle["state"], cycle["open"]) == ("running", True)
-        assert at(cycle["started_at"]) == start
-        assert at(cycle["due_at"]) == start + TARGET
-    detail = await lead_detail(client, "hubspot", "101")
+        await crm.assert_running(contact, since=start)
+    detail = await crm.lead("101")
     assert (detail["lead"]["status"], detail["lead"]["owner"]) == ("mql", OWNER)
 
     # The rep tries to reach 101: HubSpot reports it as hs_lead_status ATTEMPTED_TO_CONTACT.
     attempt = lead_status(5, 101, T0 - 2 * MIN, "ATTEMPTED_TO_CONTACT")
     accepted(await deliver(client, clock, [attempt]), 1)
-    touched = await first_touch(client, "hubspot", "101")
+    touched = await crm.first_touch("101")
     assert (touched["state"], touched["open"]) == ("met", False)
     assert at(touched["stopped_at"]) == T0 - 2 * MIN
     assert touched["stop_reason"] == "activity: attempt"
-    assert (await lead_detail(client, "hubspot", "101"))["lead"]["status"] == "mql"
-    assert (await first_touch(client, "hubspot", "202"))["state"] == "running"
+    assert (await crm.lead("101"))["lead"]["status"] == "mql"
+    assert (await crm.first_touch("202"))["state"] == "running"
 
-    await tick(runtime)
-    assert receiver.requests == []
-    clock.advance(minutes=51)  # past 202's deadline
-    await tick(runtime)
-    await tick(runtime)
-    assert breaches(receiver) == [("hubspot", "202")]
-    assert len(receiver.requests) == 1
-    (body,) = receiver.bodies()
-    assert body["lead"]["owner"] == OWNER and body["lead"]["status"] == "mql"
-    assert at(body["sla"]["due_at"]) == start + TARGET
-    assert (await first_touch(client, "hubspot", "202"))["state"] == "breached"
-    clock.advance(minutes=5)
-    await tick(runtime)
-    assert len(receiver.requests) == 1
+    await crm.assert_breach_sent("202", owner=OWNER, due_at=start + TARGET)
+    assert (await crm.first_touch("202"))["state"] == "breached"
+    await crm.assert_not_sent_again()
 
 
 async def test_retried_batch_with_the_next_attempt_number_changes_nothing(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     batch = [
         owner(11, 301, T0 - 30 * MIN), lifecycle(12, 301, T0 - 20 * MIN, "marketingqualifiedlead"),
         lead_status(13, 301, T0 - 5 * MIN, "CONNECTED"),
         lifecycle(14, 302, T0 - 20 * MIN, "marketingqualifiedlead"),
     ]  # fmt: skip
     accepted(await deliver(client, clock, batch), 4)
-    before = await snapshot(client, runtime, "hubspot", "301", "302")
+    before = await crm.snapshot("301", "302")
     assert before["leads"]["301"]["cycles"][0]["state"] == "met"
 
     clock.advance(minutes=1)  # HubSpot retries later, counting the attempt up
     retry = [{**n, "attemptNumber": 1} for n in batch]
     accepted(await deliver(client, clock, retry), 0, duplicates=4)
-    assert await snapshot(client, runtime, "hubspot", "301", "302") == before
-    assert len(await raw_requests(runtime, "hubspot")) == 2  # both kept as received
+    assert await crm.snapshot("301", "302") == before
+    assert len(await crm.raw_requests()) == 2  # both kept as received
 
 
 async def test_batch_out_of_order_gives_the_cycle_of_the_batch_in_order(
-    client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
     def history(contact: int, first_id: int) -> list[dict[str, Any]]:
         return [
@@ -190,19 +154,15 @@ async def test_batch_out_of_order_gives_the_cycle_of_the_batch_in_order(
     in_order, shuffled = history(401, 21), history(402, 31)
     # HubSpot batches carry no order: the latest change arrives first, the oldest last.
     accepted(await deliver(client, clock, in_order + shuffled[::-1]), 6)
-    expected = await first_touch(client, "hubspot", "401")
-    assert (expected["state"], expected["stop_reason"]) == ("met", "status: sal")
-    assert at(expected["started_at"]) == T0 - 30 * MIN
-    assert at(expected["stopped_at"]) == T0 - 10 * MIN
-    assert outcome(await first_touch(client, "hubspot", "402")) == outcome(expected)
-    for contact in ("401", "402"):
-        assert (await lead_detail(client, "hubspot", contact))["lead"]["status"] == "sal"
+    await crm.assert_met_alike(
+        "401", "402", started_at=T0 - 30 * MIN, stopped_at=T0 - 10 * MIN,
+        stop_reason="status: sal", status="sal",
+    )  # fmt: skip
 
 
 async def test_bad_signature_is_refused_and_nothing_is_stored(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     batch = [lifecycle(41, 501, T0 - MIN, "marketingqualifiedlead")]
     forgeries: dict[str, dict[str, Any]] = {
         "another secret": {"secret": "not-the-client-secret"},
@@ -214,14 +174,12 @@ async def test_bad_signature_is_refused_and_nothing_is_stored(
         response = await deliver(client, clock, batch, **options)
         assert response.status_code == 401, (forgery, response.text)
         assert response.json()["error"].startswith("unauthorized"), forgery
-    assert await leads(client) == []
-    assert await raw_requests(runtime, "hubspot") == []
+    await crm.assert_nothing_stored()
 
 
 async def test_notifications_it_does_not_use_are_acknowledged_counted_and_kept(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     unused = [
         notification(51, 601, T0, "phone", "+55 11 5555-0100"),  # a property not subscribed to
         notification(52, 9001, T0, "industry", "SOFTWARE", subscription="company.propertyChange"),
@@ -229,18 +187,18 @@ async def test_notifications_it_does_not_use_are_acknowledged_counted_and_kept(
         notification(54, 9003, T0, subscription="object.creation", objectTypeId="0-3"),  # a deal
         notification(55, 601, T0, subscription="contact.merge"),
     ]
-    before = ignored("hubspot")
+    before = crm.ignored()
     response = await deliver(client, clock, unused)
     accepted(response, 0)
-    assert ignored("hubspot") - before == 5
-    (raw,) = await raw_requests(runtime, "hubspot")
+    assert crm.ignored() - before == 5
+    (raw,) = await crm.raw_requests()
     assert raw.body == response.request.content
     assert raw.headers["content-type"] == "application/json"
-    assert await leads(client) == []
+    assert await crm.leads() == []
 
 
 async def test_unmapped_lifecycle_stage_is_kept_as_sent(
-    client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
     custom_stage = "1034567"  # a portal's own lifecycle stage, by its internal id
     batch = [
@@ -248,11 +206,11 @@ async def test_unmapped_lifecycle_stage_is_kept_as_sent(
         lifecycle(62, 701, T0 - 10 * MIN, custom_stage),
     ]
     accepted(await deliver(client, clock, batch), 2)
-    detail = await lead_detail(client, "hubspot", "701")
+    detail = await crm.lead("701")
     assert detail["lead"]["status"] == custom_stage
     assert detail["lead"]["attributes"]["lifecyclestage"] == custom_stage
     last = detail["timeline"][-1]
     assert last["type"] == "lead.status_changed"
     assert last["data"]["status"]["to"] == custom_stage
     # Not a stop status: the first-touch clock keeps running.
-    assert (await first_touch(client, "hubspot", "701"))["state"] == "running"
+    assert (await crm.first_touch("701"))["state"] == "running"

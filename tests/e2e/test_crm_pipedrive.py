@@ -16,28 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.clock import FrozenClock
 from service.config import Settings
-from service.runtime import Runtime
 from tests.conftest import Receiver
-from tests.e2e.test_crm_common import (
-    MIN,
-    T0,
-    TARGET,
-    at,
-    breaches,
-    crm_settings,
-    first_touch,
-    ignored,
-    lead_detail,
-    leads,
-    outcome,
-    raw_requests,
-    snapshot,
-    tick,
-)
+from tests.e2e.test_crm_common import MIN, T0, TARGET, CrmSource, accepted, at, crm_settings
+
+SOURCE = "pipedrive"  # the source the ``crm`` fixture speaks for
 
 CREDENTIALS = "lead-sla:Zq8-long-random-webhook-password"  # http_auth_user:http_auth_password
 OWNER = 12415231
@@ -45,7 +30,7 @@ OWNER = 12415231
 
 @pytest.fixture
 def settings(database_url: str, receiver: Receiver) -> Settings:
-    return crm_settings(database_url, receiver, {"pipedrive": CREDENTIALS})
+    return crm_settings(database_url, receiver, {SOURCE: CREDENTIALS})
 
 
 def webhook(
@@ -117,58 +102,37 @@ async def deliver(
     return await client.post("/webhooks/pipedrive", content=json.dumps(body), headers=headers)
 
 
-def accepted(response: httpx.Response, count: int, duplicates: int = 0) -> None:
-    assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": count, "duplicates": duplicates}
-
-
 async def test_mql_stage_starts_a_call_marked_done_stops_and_an_untouched_deal_breaches_once(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock, receiver: Receiver
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     start = T0 - 10 * MIN
     accepted(await deliver(client, new_deal(8, 1, start, "ev-deal-8")), 1)
     accepted(await deliver(client, new_deal(9, 1, start, "ev-deal-9")), 1)
     for deal in ("deal:8", "deal:9"):
-        cycle = await first_touch(client, "pipedrive", deal)
-        assert (cycle["state"], cycle["open"]) == ("running", True)
-        assert at(cycle["started_at"]) == start
-        assert at(cycle["due_at"]) == start + TARGET
-    detail = await lead_detail(client, "pipedrive", "deal:8")
+        await crm.assert_running(deal, since=start)
+    detail = await crm.lead("deal:8")
     assert (detail["lead"]["status"], detail["lead"]["owner"]) == ("mql", str(OWNER))
 
     # A call scheduled on deal 8 is a plan, not contact; marking it done is.
     planned = activity_data(2, 8, done=False)
     scheduled = webhook("activity", "create", 2, "ev-act-2a", T0 - 8 * MIN, planned)
     accepted(await deliver(client, scheduled), 0)
-    assert (await first_touch(client, "pipedrive", "deal:8"))["state"] == "running"
+    assert (await crm.first_touch("deal:8"))["state"] == "running"
     done = {**planned, "done": True}
     marked = webhook("activity", "change", 2, "ev-act-2b", T0 - 2 * MIN, done, {"done": False})
     accepted(await deliver(client, marked), 1)
-    touched = await first_touch(client, "pipedrive", "deal:8")
+    touched = await crm.first_touch("deal:8")
     assert (touched["state"], touched["open"]) == ("met", False)
     assert at(touched["stopped_at"]) == T0 - 2 * MIN
     assert touched["stop_reason"] == "activity: call"
 
-    await tick(runtime)
-    assert receiver.requests == []
-    clock.advance(minutes=51)
-    await tick(runtime)
-    await tick(runtime)
-    assert breaches(receiver) == [("pipedrive", "deal:9")]
-    assert len(receiver.requests) == 1
-    (body,) = receiver.bodies()
-    assert (body["lead"]["owner"], body["lead"]["status"]) == (str(OWNER), "mql")
-    assert at(body["sla"]["due_at"]) == start + TARGET
-    clock.advance(minutes=5)
-    await tick(runtime)
-    assert len(receiver.requests) == 1
+    await crm.assert_breach_sent("deal:9", owner=str(OWNER), due_at=start + TARGET)
+    await crm.assert_not_sent_again()
 
 
 async def test_retried_webhooks_change_nothing(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     sent = [
         new_deal(20, 1, T0 - 30 * MIN, "ev-20"),
         done_call(21, 20, T0 - 20 * MIN, "ev-21"),
@@ -176,18 +140,18 @@ async def test_retried_webhooks_change_nothing(
     ]
     for body in sent:
         accepted(await deliver(client, body), 1)
-    before = await snapshot(client, runtime, "pipedrive", "deal:20", "deal:22")
+    before = await crm.snapshot("deal:20", "deal:22")
     assert before["leads"]["deal:20"]["cycles"][0]["state"] == "met"
 
     clock.advance(minutes=1)
     for body in sent:  # Pipedrive's retry: the same event, the attempt counted up
         retry = {**body, "meta": {**body["meta"], "attempt": 2}}
         accepted(await deliver(client, retry), 0, duplicates=1)
-    assert await snapshot(client, runtime, "pipedrive", "deal:20", "deal:22") == before
+    assert await crm.snapshot("deal:20", "deal:22") == before
 
 
 async def test_webhooks_arriving_in_reverse_give_the_cycle_of_in_order_arrival(
-    client: httpx.AsyncClient,
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
     def history(deal: int) -> list[dict[str, Any]]:
         return [
@@ -200,19 +164,15 @@ async def test_webhooks_arriving_in_reverse_give_the_cycle_of_in_order_arrival(
         accepted(await deliver(client, body), 1)
     for body in history(31)[::-1]:
         accepted(await deliver(client, body), 1)
-    expected = await first_touch(client, "pipedrive", "deal:30")
-    assert (expected["state"], expected["stop_reason"]) == ("met", "activity: call")
-    assert at(expected["started_at"]) == T0 - 40 * MIN
-    assert at(expected["stopped_at"]) == T0 - 20 * MIN
-    assert outcome(await first_touch(client, "pipedrive", "deal:31")) == outcome(expected)
-    for deal in ("deal:30", "deal:31"):
-        assert (await lead_detail(client, "pipedrive", deal))["lead"]["status"] == "sal"
+    await crm.assert_met_alike(
+        "deal:30", "deal:31", started_at=T0 - 40 * MIN, stopped_at=T0 - 20 * MIN,
+        stop_reason="activity: call", status="sal",
+    )  # fmt: skip
 
 
 async def test_bad_credentials_are_refused_and_nothing_is_stored(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     forgeries = {
         "wrong password": basic("lead-sla:wrong-password"),
         "wrong user": basic("someone-else:Zq8-long-random-webhook-password"),
@@ -222,14 +182,12 @@ async def test_bad_credentials_are_refused_and_nothing_is_stored(
     for forgery, authorization in forgeries.items():
         response = await deliver(client, new_deal(40, 1, T0, "ev-40"), authorization)
         assert response.status_code == 401, (forgery, response.text)
-    assert await leads(client) == []
-    assert await raw_requests(runtime, "pipedrive") == []
+    await crm.assert_nothing_stored()
 
 
 async def test_notifications_it_does_not_use_are_acknowledged_counted_and_kept(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     organization = {"id": 1, "name": "Acme", "owner_id": OWNER, "address": None}
     custom_only = deal_data(50, 1, T0)
     custom_only["custom_fields"] = {"3d0fa3429dfa2d3dec265b4fc5dc8258ab66cdf3": "Tallinn"}
@@ -240,23 +198,15 @@ async def test_notifications_it_does_not_use_are_acknowledged_counted_and_kept(
         webhook("activity", "create", 51, "ev-task", T0, activity_data(51, 50, True, "task")),
         webhook("note", "create", 52, "ev-note", T0, {"id": 52, "deal_id": 50, "content": "hi"}),
     ]  # fmt: skip
-    before = ignored("pipedrive")
-    sent = []
-    for body in unused:
-        response = await deliver(client, body)
-        accepted(response, 0)
-        sent.append(response.request.content)
-    assert ignored("pipedrive") - before == len(unused)
-    assert [raw.body for raw in await raw_requests(runtime, "pipedrive")] == sent
-    assert await leads(client) == []
+    await crm.assert_ignored_and_kept(unused, lambda body: deliver(client, body))
 
 
-async def test_unmapped_stage_is_kept_as_sent(client: httpx.AsyncClient) -> None:
+async def test_unmapped_stage_is_kept_as_sent(crm: CrmSource, client: httpx.AsyncClient) -> None:
     accepted(await deliver(client, new_deal(60, 1, T0 - 20 * MIN, "ev-60a")), 1)
     accepted(await deliver(client, stage_moved(60, 4, 1, T0 - 10 * MIN, "ev-60b")), 1)
-    detail = await lead_detail(client, "pipedrive", "deal:60")
+    detail = await crm.lead("deal:60")
     assert detail["lead"]["status"] == "4"
     last = detail["timeline"][-1]
     assert last["type"] == "lead.status_changed"
     assert (last["data"]["status"]["from"], last["data"]["status"]["to"]) == ("mql", "4")
-    assert (await first_touch(client, "pipedrive", "deal:60"))["state"] == "running"
+    assert (await crm.first_touch("deal:60"))["state"] == "running"

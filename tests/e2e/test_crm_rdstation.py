@@ -16,28 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.clock import FrozenClock
 from service.config import Settings
-from service.runtime import Runtime
 from tests.conftest import Receiver
-from tests.e2e.test_crm_common import (
-    MIN,
-    T0,
-    TARGET,
-    at,
-    breaches,
-    crm_settings,
-    first_touch,
-    ignored,
-    lead_detail,
-    leads,
-    outcome,
-    raw_requests,
-    snapshot,
-    tick,
-)
+from tests.e2e.test_crm_common import MIN, T0, TARGET, CrmSource, accepted, at, crm_settings
+
+SOURCE = "rdstation"  # the source the ``crm`` fixture speaks for
 
 SECRET = "6f1d0c3b9a8e7f6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4b3a2918"
 SAO_PAULO = timezone(timedelta(hours=-3))
@@ -47,7 +32,7 @@ SELLER = "hian.almada@rn.com"
 
 @pytest.fixture
 def settings(database_url: str, receiver: Receiver) -> Settings:
-    return crm_settings(database_url, receiver, {"rdstation": SECRET})
+    return crm_settings(database_url, receiver, {SOURCE: SECRET})
 
 
 def local(when: datetime) -> str:
@@ -109,79 +94,58 @@ async def deliver(
     return await client.post(url, content=json.dumps(body), headers=headers)
 
 
-def accepted(response: httpx.Response, count: int, duplicates: int = 0) -> None:
-    assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": count, "duplicates": duplicates}
-
-
 async def test_opportunity_mark_starts_contact_in_the_crm_stops_and_an_untouched_lead_breaches(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock, receiver: Receiver
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     start = T0 - 10 * MIN
     marketing = "c2f3d2b3-7250-4d27-97f4-eef38be32f7f"
     # created, the last conversion (stage Lead: new), the opportunity mark (mql)
     accepted(await deliver(client, {"leads": [marked_lead(marketing, start)]}), 3)
-    cycle = await first_touch(client, "rdstation", marketing)
-    assert (cycle["state"], cycle["open"]) == ("running", True)
-    assert at(cycle["started_at"]) == start
-    assert at(cycle["due_at"]) == start + TARGET
-    detail = await lead_detail(client, "rdstation", marketing)
+    await crm.assert_running(marketing, since=start)
+    detail = await crm.lead(marketing)
     assert (detail["lead"]["status"], detail["lead"]["owner"]) == ("mql", MARKETER)
 
-    crm = "650878567482d9c0c7002050a475"
-    accepted(await deliver(client, created_deal(crm, "Sem contato", start)), 3)
-    assert (await first_touch(client, "rdstation", crm))["state"] == "running"
-    accepted(await deliver(client, moved_deal(crm, "Contato feito", T0 - 2 * MIN, start)), 2)
-    touched = await first_touch(client, "rdstation", crm)
+    crm_deal = "650878567482d9c0c7002050a475"
+    accepted(await deliver(client, created_deal(crm_deal, "Sem contato", start)), 3)
+    assert (await crm.first_touch(crm_deal))["state"] == "running"
+    accepted(await deliver(client, moved_deal(crm_deal, "Contato feito", T0 - 2 * MIN, start)), 2)
+    touched = await crm.first_touch(crm_deal)
     assert (touched["state"], touched["open"]) == ("met", False)
     assert at(touched["started_at"]) == start
     assert at(touched["stopped_at"]) == T0 - 2 * MIN
     assert touched["stop_reason"] == "status: sal"
 
-    await tick(runtime)
-    assert receiver.requests == []
-    clock.advance(minutes=51)
-    await tick(runtime)
-    await tick(runtime)
-    assert breaches(receiver) == [("rdstation", marketing)]
-    assert len(receiver.requests) == 1
-    (body,) = receiver.bodies()
-    assert (body["lead"]["owner"], body["lead"]["status"]) == (MARKETER, "mql")
-    assert at(body["sla"]["due_at"]) == start + TARGET
-    clock.advance(minutes=5)
-    await tick(runtime)
-    assert len(receiver.requests) == 1
+    await crm.assert_breach_sent(marketing, owner=MARKETER, due_at=start + TARGET)
+    await crm.assert_not_sent_again()
 
 
 async def test_redelivered_bodies_change_nothing(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     marketing = "11111111-2222-4333-8444-555555555555"
-    crm = "650878567482d9c0c70020501111"
+    crm_deal = "650878567482d9c0c70020501111"
     sent = [
         ({"leads": [marked_lead(marketing, T0 - 30 * MIN)]}, 3),
-        (created_deal(crm, "Sem contato", T0 - 30 * MIN), 3),
-        (moved_deal(crm, "Contato feito", T0 - 20 * MIN, T0 - 30 * MIN), 2),
+        (created_deal(crm_deal, "Sem contato", T0 - 30 * MIN), 3),
+        (moved_deal(crm_deal, "Contato feito", T0 - 20 * MIN, T0 - 30 * MIN), 2),
     ]
     for body, count in sent:
         accepted(await deliver(client, body), count)
-    before = await snapshot(client, runtime, "rdstation", marketing, crm)
-    assert before["leads"][crm]["cycles"][0]["state"] == "met"
+    before = await crm.snapshot(marketing, crm_deal)
+    assert before["leads"][crm_deal]["cycles"][0]["state"] == "met"
 
     clock.advance(minutes=1)
     for body, count in sent:
         accepted(await deliver(client, body), 0, duplicates=count)
     # RD Station CRM fires crm_deal_updated along with crm_deal_created for a new deal: the same
     # deal state, so it is a redelivery too.
-    companion = deal("crm_deal_updated", crm, "Sem contato", T0 - 30 * MIN)
+    companion = deal("crm_deal_updated", crm_deal, "Sem contato", T0 - 30 * MIN)
     accepted(await deliver(client, companion), 0, duplicates=3)
-    assert await snapshot(client, runtime, "rdstation", marketing, crm) == before
+    assert await crm.snapshot(marketing, crm_deal) == before
 
 
 async def test_deal_webhooks_arriving_in_reverse_give_the_cycle_of_in_order_arrival(
-    client: httpx.AsyncClient,
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
     def history(deal_id: str) -> list[dict[str, Any]]:
         return [
@@ -194,31 +158,25 @@ async def test_deal_webhooks_arriving_in_reverse_give_the_cycle_of_in_order_arri
         assert (await deliver(client, body)).status_code == 202
     for body in history(reversed_)[::-1]:
         assert (await deliver(client, body)).status_code == 202
-    expected = await first_touch(client, "rdstation", in_order)
-    assert (expected["state"], expected["stop_reason"]) == ("met", "status: sal")
-    assert at(expected["started_at"]) == T0 - 40 * MIN
-    assert at(expected["stopped_at"]) == T0 - 10 * MIN
-    assert outcome(await first_touch(client, "rdstation", reversed_)) == outcome(expected)
-    for deal_id in (in_order, reversed_):
-        assert (await lead_detail(client, "rdstation", deal_id))["lead"]["status"] == "sal"
+    await crm.assert_met_alike(
+        in_order, reversed_, started_at=T0 - 40 * MIN, stopped_at=T0 - 10 * MIN,
+        stop_reason="status: sal", status="sal",
+    )  # fmt: skip
 
 
 async def test_bad_token_is_refused_and_nothing_is_stored(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     body = {"leads": [marked_lead("33333333-2222-4333-8444-555555555555", T0 - MIN)]}
     for token in ("wrong", SECRET[:-1], "", None):  # wrong, truncated, empty, absent
         response = await deliver(client, body, token)
         assert response.status_code == 401, (token, response.text)
-    assert await leads(client) == []
-    assert await raw_requests(runtime, "rdstation") == []
+    await crm.assert_nothing_stored()
 
 
 async def test_bodies_it_does_not_use_are_acknowledged_counted_and_kept(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     unused: list[dict[str, Any]] = [
         {"event_name": "crm_task_created", "document": {"id": "task-1", "subject": "Ligar"}},
         {"event_type": "WEBHOOK.UNSUBSCRIBED", "event_timestamp": local(T0),
@@ -226,24 +184,18 @@ async def test_bodies_it_does_not_use_are_acknowledged_counted_and_kept(
         {"leads": [{"email": "no-uuid@example.com", "name": "Sem id"}]},
         {"organization": {"id": "org-1"}},
     ]  # fmt: skip
-    before = ignored("rdstation")
-    sent = []
-    for body in unused:
-        response = await deliver(client, body)
-        accepted(response, 0)
-        sent.append(response.request.content)
-    assert ignored("rdstation") - before == len(unused)
-    assert [raw.body for raw in await raw_requests(runtime, "rdstation")] == sent
-    assert await leads(client) == []
+    await crm.assert_ignored_and_kept(unused, lambda body: deliver(client, body))
 
 
-async def test_unmapped_pipeline_stage_is_kept_as_sent(client: httpx.AsyncClient) -> None:
-    crm = "650878567482d9c0c70020503001"
-    accepted(await deliver(client, created_deal(crm, "Sem contato", T0 - 20 * MIN)), 3)
-    proposal = moved_deal(crm, "Proposta enviada", T0 - 10 * MIN, T0 - 20 * MIN)
+async def test_unmapped_pipeline_stage_is_kept_as_sent(
+    crm: CrmSource, client: httpx.AsyncClient
+) -> None:
+    crm_deal = "650878567482d9c0c70020503001"
+    accepted(await deliver(client, created_deal(crm_deal, "Sem contato", T0 - 20 * MIN)), 3)
+    proposal = moved_deal(crm_deal, "Proposta enviada", T0 - 10 * MIN, T0 - 20 * MIN)
     accepted(await deliver(client, proposal), 2)
-    detail = await lead_detail(client, "rdstation", crm)
+    detail = await crm.lead(crm_deal)
     assert detail["lead"]["status"] == "Proposta enviada"
     status_changes = [e for e in detail["timeline"] if e["type"] == "lead.status_changed"]
     assert [e["data"]["status"]["to"] for e in status_changes] == ["mql", "Proposta enviada"]
-    assert (await first_touch(client, "rdstation", crm))["state"] == "running"
+    assert (await crm.first_touch(crm_deal))["state"] == "running"

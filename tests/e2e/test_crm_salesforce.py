@@ -14,28 +14,13 @@ from xml.etree import ElementTree
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.clock import FrozenClock
 from service.config import Settings
-from service.runtime import Runtime
 from tests.conftest import Receiver
-from tests.e2e.test_crm_common import (
-    MIN,
-    T0,
-    TARGET,
-    at,
-    breaches,
-    crm_settings,
-    first_touch,
-    ignored,
-    lead_detail,
-    leads,
-    outcome,
-    raw_requests,
-    snapshot,
-    tick,
-)
+from tests.e2e.test_crm_common import MIN, T0, TARGET, CrmSource, at, crm_settings
+
+SOURCE = "salesforce"  # the source the ``crm`` fixture speaks for
 
 ORG = "00D5e000000KQ2eEAG"
 OWNER = "0055e000001AbCdAAK"
@@ -45,7 +30,7 @@ OPEN, WORKING = "Open - Not Contacted", "Working - Contacted"
 
 @pytest.fixture
 def settings(database_url: str, receiver: Receiver) -> Settings:
-    return crm_settings(database_url, receiver, {"salesforce": ORG})
+    return crm_settings(database_url, receiver, {SOURCE: ORG})
 
 
 def stamp(when: datetime) -> str:
@@ -102,9 +87,8 @@ def acknowledged(response: httpx.Response) -> None:
 
 
 async def test_open_status_starts_working_stops_and_an_untouched_lead_breaches_once(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock, receiver: Receiver
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     start = T0 - 10 * MIN
     handed_over = envelope(
         notification("04l5e00000Gx7Q1AAJ", "00Q5e00000AbCd1EAZ", start, OPEN),
@@ -112,40 +96,25 @@ async def test_open_status_starts_working_stops_and_an_untouched_lead_breaches_o
     )
     acknowledged(await deliver(client, handed_over))
     for lead in ("00Q5e00000AbCd1EAZ", "00Q5e00000AbCd2EAZ"):
-        cycle = await first_touch(client, "salesforce", lead)
-        assert (cycle["state"], cycle["open"]) == ("running", True)
-        assert at(cycle["started_at"]) == start
-        assert at(cycle["due_at"]) == start + TARGET
-    detail = await lead_detail(client, "salesforce", "00Q5e00000AbCd1EAZ")
+        await crm.assert_running(lead, since=start)
+    detail = await crm.lead("00Q5e00000AbCd1EAZ")
     assert (detail["lead"]["status"], detail["lead"]["owner"]) == ("mql", OWNER)
     assert detail["lead"]["attributes"]["crm_status"] == OPEN
 
     working = notification("04l5e00000Gx7Q3AAJ", "00Q5e00000AbCd1EAZ", T0 - 2 * MIN, WORKING)
     acknowledged(await deliver(client, envelope(working)))
-    touched = await first_touch(client, "salesforce", "00Q5e00000AbCd1EAZ")
+    touched = await crm.first_touch("00Q5e00000AbCd1EAZ")
     assert (touched["state"], touched["open"]) == ("met", False)
     assert at(touched["stopped_at"]) == T0 - 2 * MIN
     assert touched["stop_reason"] == "status: sal"
 
-    await tick(runtime)
-    assert receiver.requests == []
-    clock.advance(minutes=51)
-    await tick(runtime)
-    await tick(runtime)
-    assert breaches(receiver) == [("salesforce", "00Q5e00000AbCd2EAZ")]
-    assert len(receiver.requests) == 1
-    (body,) = receiver.bodies()
-    assert (body["lead"]["owner"], body["lead"]["status"]) == (OWNER, "mql")
-    assert at(body["sla"]["due_at"]) == start + TARGET
-    clock.advance(minutes=5)
-    await tick(runtime)
-    assert len(receiver.requests) == 1
+    await crm.assert_breach_sent("00Q5e00000AbCd2EAZ", owner=OWNER, due_at=start + TARGET)
+    await crm.assert_not_sent_again()
 
 
 async def test_redelivered_message_is_acknowledged_and_changes_nothing(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     met, running = "00Q5e00000Re001EAZ", "00Q5e00000Re002EAZ"
     message = envelope(
         notification("04l5e00000Gx8Q1AAJ", met, T0 - 30 * MIN, OPEN),
@@ -153,18 +122,18 @@ async def test_redelivered_message_is_acknowledged_and_changes_nothing(
         notification("04l5e00000Gx8Q3AAJ", running, T0 - 30 * MIN, OPEN),
     )
     acknowledged(await deliver(client, message))
-    before = await snapshot(client, runtime, "salesforce", met, running)
+    before = await crm.snapshot(met, running)
     assert before["leads"][met]["cycles"][0]["state"] == "met"
     events = sum(len(lead["timeline"]) for lead in before["leads"].values())
 
     clock.advance(minutes=1)  # Salesforce did not see the Ack in time and sends it again
     acknowledged(await deliver(client, message))
-    assert await snapshot(client, runtime, "salesforce", met, running) == before
+    assert await crm.snapshot(met, running) == before
     assert events == 6  # status and owner per notification, stored once
 
 
 async def test_notifications_out_of_order_give_the_cycle_of_the_message_in_order(
-    client: httpx.AsyncClient,
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
     def history(lead: str, prefix: str) -> list[str]:
         return [
@@ -176,35 +145,27 @@ async def test_notifications_out_of_order_give_the_cycle_of_the_message_in_order
     in_order = history("00Q5e00000Or001EAZ", "04l5e00000Or1Q")
     shuffled = history("00Q5e00000Or002EAZ", "04l5e00000Or2Q")[::-1]  # retried out of order
     acknowledged(await deliver(client, envelope(*in_order, *shuffled)))
-    expected = await first_touch(client, "salesforce", "00Q5e00000Or001EAZ")
-    assert (expected["state"], expected["stop_reason"]) == ("met", "status: sal")
-    assert at(expected["started_at"]) == T0 - 30 * MIN
-    assert at(expected["stopped_at"]) == T0 - 10 * MIN
-    assert outcome(await first_touch(client, "salesforce", "00Q5e00000Or002EAZ")) == outcome(
-        expected
-    )
-    for lead in ("00Q5e00000Or001EAZ", "00Q5e00000Or002EAZ"):
-        assert (await lead_detail(client, "salesforce", lead))["lead"]["status"] == "sal"
+    await crm.assert_met_alike(
+        "00Q5e00000Or001EAZ", "00Q5e00000Or002EAZ",
+        started_at=T0 - 30 * MIN, stopped_at=T0 - 10 * MIN, stop_reason="status: sal", status="sal",
+    )  # fmt: skip
 
 
 async def test_message_from_another_org_is_refused_and_nothing_is_stored(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     lead = notification("04l5e00000Bad1AAJ", "00Q5e00000Bad01EAZ", T0, OPEN)
     # another org; ours with its case changed (ids are case-sensitive); none at all
     for org in ("00D5e000000ZZZZEAG", "00d5e000000kq2eEAG", ""):
         response = await deliver(client, envelope(lead, org=org))
         assert response.status_code == 401, (org, response.text)
         assert "OrganizationId" in response.json()["error"]
-    assert await leads(client) == []
-    assert await raw_requests(runtime, "salesforce") == []
+    await crm.assert_nothing_stored()
 
 
 async def test_notifications_it_does_not_track_are_acknowledged_counted_and_kept(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     # A Contact outbound message pointed at this endpoint, and a lead deleted before delivery
     # (Salesforce then sends the notification without the record's fields).
     body = envelope(
@@ -213,24 +174,24 @@ async def test_notifications_it_does_not_track_are_acknowledged_counted_and_kept
         '<sObject xsi:type="sf:Lead" xmlns:sf="urn:sobject.enterprise.soap.sforce.com"/>'
         "</Notification>",
     )
-    before = ignored("salesforce")
+    before = crm.ignored()
     acknowledged(await deliver(client, body))
-    assert ignored("salesforce") - before == 2
-    (raw,) = await raw_requests(runtime, "salesforce")
+    assert crm.ignored() - before == 2
+    (raw,) = await crm.raw_requests()
     assert raw.body == body
     assert raw.headers["content-type"] == "text/xml; charset=utf-8"
-    assert await leads(client) == []
+    assert await crm.leads() == []
 
 
-async def test_unmapped_status_is_kept_as_sent(client: httpx.AsyncClient) -> None:
+async def test_unmapped_status_is_kept_as_sent(crm: CrmSource, client: httpx.AsyncClient) -> None:
     lead = "00Q5e00000Un001EAZ"
     message = envelope(
         notification("04l5e00000Un1QAAJ", lead, T0 - 20 * MIN, OPEN),
         notification("04l5e00000Un2QAAJ", lead, T0 - 10 * MIN, "Nurturing"),
     )
     acknowledged(await deliver(client, message))
-    detail = await lead_detail(client, "salesforce", lead)
+    detail = await crm.lead(lead)
     assert detail["lead"]["status"] == "Nurturing"
     status_changes = [e for e in detail["timeline"] if e["type"] == "lead.status_changed"]
     assert [e["data"]["status"]["to"] for e in status_changes] == ["mql", "Nurturing"]
-    assert (await first_touch(client, "salesforce", lead))["state"] == "running"
+    assert (await crm.first_touch(lead))["state"] == "running"

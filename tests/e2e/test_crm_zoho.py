@@ -16,28 +16,13 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from service.clock import FrozenClock
 from service.config import Settings
-from service.runtime import Runtime
 from tests.conftest import Receiver
-from tests.e2e.test_crm_common import (
-    MIN,
-    T0,
-    TARGET,
-    at,
-    breaches,
-    crm_settings,
-    first_touch,
-    ignored,
-    lead_detail,
-    leads,
-    outcome,
-    raw_requests,
-    snapshot,
-    tick,
-)
+from tests.e2e.test_crm_common import MIN, T0, TARGET, CrmSource, accepted, at, crm_settings
+
+SOURCE = "zoho"  # the source the ``crm`` fixture speaks for
 
 SECRET = "b7e4c0d9a1f2e3d4c5b6a7980f1e2d3c"
 OWNER = "4876876000000225013"
@@ -47,7 +32,7 @@ FORM = "application/x-www-form-urlencoded"
 
 @pytest.fixture
 def settings(database_url: str, receiver: Receiver) -> Settings:
-    return crm_settings(database_url, receiver, {"zoho": SECRET})
+    return crm_settings(database_url, receiver, {SOURCE: SECRET})
 
 
 def lead_id(n: int) -> str:
@@ -80,56 +65,35 @@ async def deliver(
     return await client.post("/webhooks/zoho", content=content, headers=headers)
 
 
-def accepted(response: httpx.Response, count: int, duplicates: int = 0) -> None:
-    assert response.status_code == 202, response.text
-    assert response.json() == {"accepted": count, "duplicates": duplicates}
-
-
 async def test_not_contacted_starts_contacted_stops_and_an_untouched_lead_breaches_once(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock, receiver: Receiver
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     start = T0 - 10 * MIN
     touched_lead, untouched_lead = lead_id(1), lead_id(2)
     for lead in (touched_lead, untouched_lead):
         accepted(await deliver(client, record(lead, "Not Contacted", start)), 2)  # status, owner
     for lead in (touched_lead, untouched_lead):
-        cycle = await first_touch(client, "zoho", lead)
-        assert (cycle["state"], cycle["open"]) == ("running", True)
-        assert at(cycle["started_at"]) == start
-        assert at(cycle["due_at"]) == start + TARGET
-    detail = await lead_detail(client, "zoho", touched_lead)
+        await crm.assert_running(lead, since=start)
+    detail = await crm.lead(touched_lead)
     assert (detail["lead"]["status"], detail["lead"]["owner"]) == ("mql", OWNER)
     assert detail["lead"]["attributes"]["crm_status"] == "Not Contacted"
 
     # status, owner, and the call the status records
     accepted(await deliver(client, record(touched_lead, "Contacted", T0 - 2 * MIN)), 3)
-    touched = await first_touch(client, "zoho", touched_lead)
+    touched = await crm.first_touch(touched_lead)
     assert (touched["state"], touched["open"]) == ("met", False)
     assert at(touched["stopped_at"]) == T0 - 2 * MIN
-    timeline = (await lead_detail(client, "zoho", touched_lead))["timeline"]
+    timeline = (await crm.lead(touched_lead))["timeline"]
     calls = [e["data"]["activity"] for e in timeline if e["type"] == "lead.activity"]
     assert calls == [{"kind": "call", "outcome": "connected", "by": OWNER}]
 
-    await tick(runtime)
-    assert receiver.requests == []
-    clock.advance(minutes=51)
-    await tick(runtime)
-    await tick(runtime)
-    assert breaches(receiver) == [("zoho", untouched_lead)]
-    assert len(receiver.requests) == 1
-    (body,) = receiver.bodies()
-    assert (body["lead"]["owner"], body["lead"]["status"]) == (OWNER, "mql")
-    assert at(body["sla"]["due_at"]) == start + TARGET
-    clock.advance(minutes=5)
-    await tick(runtime)
-    assert len(receiver.requests) == 1
+    await crm.assert_breach_sent(untouched_lead, owner=OWNER, due_at=start + TARGET)
+    await crm.assert_not_sent_again()
 
 
 async def test_resent_requests_change_nothing(
-    app: FastAPI, client: httpx.AsyncClient, clock: FrozenClock
+    crm: CrmSource, client: httpx.AsyncClient, clock: FrozenClock
 ) -> None:
-    runtime: Runtime = app.state.runtime
     met, running = lead_id(10), lead_id(11)
     sent = [
         (record(met, "Not Contacted", T0 - 30 * MIN), 2),
@@ -138,17 +102,17 @@ async def test_resent_requests_change_nothing(
     ]
     for body, count in sent:
         accepted(await deliver(client, body), count)
-    before = await snapshot(client, runtime, "zoho", met, running)
+    before = await crm.snapshot(met, running)
     assert before["leads"][met]["cycles"][0]["state"] == "met"
 
     clock.advance(minutes=1)  # the same edit sent again (a retry, or a second rule firing)
     for body, count in sent:
         accepted(await deliver(client, body), 0, duplicates=count)
-    assert await snapshot(client, runtime, "zoho", met, running) == before
+    assert await crm.snapshot(met, running) == before
 
 
 async def test_records_out_of_order_give_the_cycle_of_the_records_in_order(
-    client: httpx.AsyncClient,
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
     def history(lead: str) -> list[dict[str, str]]:
         return [
@@ -158,19 +122,14 @@ async def test_records_out_of_order_give_the_cycle_of_the_records_in_order(
 
     in_order, reversed_ = lead_id(20), lead_id(21)
     accepted(await deliver(client, history(in_order) + history(reversed_)[::-1]), 10)
-    expected = await first_touch(client, "zoho", in_order)
-    assert expected["state"] == "met"
-    assert at(expected["started_at"]) == T0 - 30 * MIN
-    assert at(expected["stopped_at"]) == T0 - 10 * MIN
-    assert outcome(await first_touch(client, "zoho", reversed_)) == outcome(expected)
-    for lead in (in_order, reversed_):
-        assert (await lead_detail(client, "zoho", lead))["lead"]["status"] == "sal"
+    await crm.assert_met_alike(
+        in_order, reversed_, started_at=T0 - 30 * MIN, stopped_at=T0 - 10 * MIN, status="sal"
+    )
 
 
 async def test_bad_token_is_refused_and_nothing_is_stored(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     body = record(lead_id(30), "Not Contacted", T0 - MIN)
     forgeries: dict[str, tuple[dict[str, str], str | None]] = {
         "wrong header": (body, "wrong"),
@@ -181,37 +140,35 @@ async def test_bad_token_is_refused_and_nothing_is_stored(
     for forgery, (sent, token) in forgeries.items():
         response = await deliver(client, sent, token)
         assert response.status_code == 401, (forgery, response.text)
-    assert await leads(client) == []
-    assert await raw_requests(runtime, "zoho") == []
+    await crm.assert_nothing_stored()
 
 
 async def test_records_of_other_modules_are_acknowledged_counted_and_kept(
-    app: FastAPI, client: httpx.AsyncClient
+    crm: CrmSource, client: httpx.AsyncClient
 ) -> None:
-    runtime: Runtime = app.state.runtime
     contact = record(lead_id(40), "Not Contacted", T0, module="Contacts")
     others = [
         record(lead_id(41), "Qualification", T0, module="Deals"),
         record(lead_id(42), "Active", T0, module="Accounts"),
     ]
-    before = ignored("zoho")
+    before = crm.ignored()
     first = await deliver(client, contact)
     accepted(first, 0)
     second = await deliver(client, others)
     accepted(second, 0)
-    assert ignored("zoho") - before == 3
-    stored = await raw_requests(runtime, "zoho")
+    assert crm.ignored() - before == 3
+    stored = await crm.raw_requests()
     assert [raw.body for raw in stored] == [first.request.content, second.request.content]
     assert [raw.headers["content-type"] for raw in stored] == [FORM, "application/json"]
-    assert await leads(client) == []
+    assert await crm.leads() == []
 
 
-async def test_unmapped_status_is_kept_as_sent(client: httpx.AsyncClient) -> None:
+async def test_unmapped_status_is_kept_as_sent(crm: CrmSource, client: httpx.AsyncClient) -> None:
     lead = lead_id(50)
     accepted(await deliver(client, record(lead, "Not Contacted", T0 - 20 * MIN)), 2)
     accepted(await deliver(client, record(lead, "Awaiting Reply", T0 - 10 * MIN)), 2)
-    detail = await lead_detail(client, "zoho", lead)
+    detail = await crm.lead(lead)
     assert detail["lead"]["status"] == "Awaiting Reply"
     status_changes = [e for e in detail["timeline"] if e["type"] == "lead.status_changed"]
     assert [e["data"]["status"]["to"] for e in status_changes] == ["mql", "Awaiting Reply"]
-    assert (await first_touch(client, "zoho", lead))["state"] == "running"
+    assert (await crm.first_touch(lead))["state"] == "running"

@@ -1,4 +1,5 @@
-"""The shared status-map and timestamp helpers of the CRM adapters."""
+"""The shared value helpers of the CRM adapters: status maps, timestamps, numbers, option values,
+and fitting CRM text into the canonical lead."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from service.crm.mapping import map_status, parse_timestamp
+from service.crm.mapping import (
+    bounded_event_id,
+    lead_for,
+    map_status,
+    option_list,
+    option_map,
+    parse_number,
+    parse_timestamp,
+    status_reason,
+    within_limits,
+)
+from service.sla.types import LeadSnapshot
 
 DEFAULTS = {"Qualified": "sql", "Bad Fit": "disqualified"}
 
@@ -61,3 +73,52 @@ def test_explicit_epoch_unit() -> None:
 def test_parse_timestamp_rejects_what_is_not_an_instant(value: object) -> None:
     with pytest.raises(ValueError):
         parse_timestamp(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(42, 42.0), ("12.5", 12.5), (" 7 ", 7.0), ("n/a", None), ("", None), (None, None),
+     (True, None), ({"value": 1}, None), ([1], None)],
+)  # fmt: skip
+def test_numbers_are_read_from_numbers_and_text_only(value: object, expected: float | None) -> None:
+    assert parse_number(value) == expected
+
+
+def test_snapshot_text_is_cut_to_what_the_stored_lead_holds() -> None:
+    long = "x" * 400
+    snapshot = within_limits(
+        LeadSnapshot(id=long, status=long, owner=long, email=long, country=long, score=1.5)
+    )
+    assert (len(snapshot.id), len(snapshot.owner or "")) == (255, 255)
+    assert (len(snapshot.status or ""), len(snapshot.country or "")) == (64, 64)
+    assert len(snapshot.email or "") == 320
+    assert (snapshot.name, snapshot.score) == (None, 1.5)
+
+
+def test_only_the_status_event_carries_the_status() -> None:
+    snapshot = LeadSnapshot(id="L-1", status="mql", owner="rep-7")
+    assert lead_for("lead.status_changed", snapshot) == snapshot
+    assert lead_for("lead.assigned", snapshot) == LeadSnapshot(id="L-1", owner="rep-7")
+
+
+def test_the_crm_value_is_the_reason_only_for_closing_statuses_it_says_more_about() -> None:
+    assert status_reason("disqualified", "Junk Lead") == "Junk Lead"
+    assert status_reason("disqualified", "disqualified") is None
+    assert status_reason("disqualified", None) is None
+    assert status_reason("sal", "Contacted") is None
+
+
+def test_long_event_ids_are_replaced_by_their_digest() -> None:
+    assert bounded_event_id("k" * 255) == "k" * 255
+    digest = bounded_event_id("k" * 256)
+    assert digest.startswith("sha256:") and len(digest) == 71
+    assert bounded_event_id("k" * 256) == digest
+
+
+def test_option_values_are_read_as_lists_and_text_maps() -> None:
+    assert option_list(None) == []
+    assert option_list("Lead") == ["Lead"]
+    assert option_list(("Lead", "Contact")) == ["Lead", "Contact"]
+    assert option_list(5) == [5]
+    assert option_map({1: "mql", "2": 3, "gone": None}) == {"1": "mql", "2": "3"}
+    assert option_map(["not", "a", "map"]) == {}
