@@ -20,7 +20,13 @@ def event(
     **parts: Any,
 ) -> dict[str, Any]:
     lead = {"id": lead_id, **parts.pop("lead", {})}
-    return {"event_id": event_id, "type": type, "occurred_at": at.isoformat(), "lead": lead, **parts}
+    return {
+        "event_id": event_id,
+        "type": type,
+        "occurred_at": at.isoformat(),
+        "lead": lead,
+        **parts,
+    }
 
 
 def status(event_id: str, lead_id: str, at: datetime, to: str, **lead: Any) -> dict[str, Any]:
