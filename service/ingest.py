@@ -242,7 +242,6 @@ async def _reconcile_cycles(
         if found is None:
             row = _new_cycle(lead, result, policies.version, now)
             session.add(row)
-            await session.flush()
             metrics.CYCLES_STARTED.labels(metrics.LABELS.policy(result.policy_id)).inc()
             changed += 1
         else:

@@ -42,15 +42,16 @@ async def lead_ids(
     for part in chunks(wanted):
         found.update(await _select_ids(session, source, part))
     missing = [ext for ext in wanted if ext not in found]
-    if missing:
-        statement = insert_ignoring_conflicts(session, Lead)
-        await session.execute(
-            statement,
-            [{"source": source, "external_id": ext, "attributes": {}, "deleted": False}
-             for ext in missing],
-        )  # fmt: skip
-        for part in chunks(missing):
-            found.update(await _select_ids(session, source, part))
+    for part in chunks(missing):
+        rows = [
+            {"source": source, "external_id": ext, "attributes": {}, "deleted": False}
+            for ext in part
+        ]
+        statement = insert_ignoring_conflicts(session, Lead).returning(Lead.external_id, Lead.id)
+        found.update({ext: pk for ext, pk in await session.execute(statement.values(rows))})
+        raced = [ext for ext in part if ext not in found]  # created by a concurrent delivery
+        if raced:
+            found.update(await _select_ids(session, source, raced))
     return found
 
 
