@@ -34,6 +34,9 @@ FAST_WORKER = {
     "LEAD_SLA_DISPATCH_INTERVAL_SECONDS": "0.05",
     "LEAD_SLA_DISPATCH_BATCH_SIZE": str(DISPATCH_BATCH),
     "LEAD_SLA_DISPATCH_CONCURRENCY": "10",
+    # a delivery that fails on a loaded machine is retried within the test's time
+    "LEAD_SLA_DELIVERY_BACKOFF_BASE_SECONDS": "0.2",
+    "LEAD_SLA_DELIVERY_BACKOFF_MAX_SECONDS": "1",
     "LEAD_SLA_LEASE_SECONDS": "3",  # rows leased by the killed worker come back quickly
 }
 UNFIRED = "SELECT count(*) FROM sla_cycles WHERE next_fire_at IS NOT NULL"

@@ -89,6 +89,9 @@ WORKER = {
     "LEAD_SLA_DISPATCH_INTERVAL_SECONDS": "0.1",
     "LEAD_SLA_DISPATCH_BATCH_SIZE": "50",
     "LEAD_SLA_DISPATCH_CONCURRENCY": "10",
+    # a delivery that fails on a loaded machine is retried within the test's time
+    "LEAD_SLA_DELIVERY_BACKOFF_BASE_SECONDS": "0.2",
+    "LEAD_SLA_DELIVERY_BACKOFF_MAX_SECONDS": "1",
 }
 
 
