@@ -207,24 +207,21 @@ async def _reconcile_cycles(
     derived: list[tuple[CycleResult, Cycle | None]] = []
     leftovers: list[Cycle] = []
     for policy in policy_set.policies:
-        by_start = {
-            row.details.get("start_event_id") or f"#{number}": row
-            for (policy_id, number), row in existing.items()
-            if policy_id == policy.id
-        }
+        rows = [row for (policy_id, _), row in existing.items() if policy_id == policy.id]
         results = derive_cycles(policy, events, now, policies.calendars)
+        matched = _match_rows(results, rows)
         pinned = {
             result.number: row.target_seconds or 0
-            for result in results
-            if (row := by_start.get(result.start_event_id)) is not None
+            for result, row in zip(results, matched, strict=True)
+            if row is not None
             and row.policy_version != policies.version
             and not (recompute and row.open)
         }
-        if pinned:
+        if pinned:  # the numbering and start events do not depend on targets: same matching
             results = derive_cycles(policy, events, now, policies.calendars, pinned)
-        for result in results:
-            derived.append((result, by_start.pop(result.start_event_id, None)))
-        leftovers.extend(by_start.values())
+        derived.extend(zip(results, matched, strict=True))
+        used = {id(row) for row in matched if row is not None}
+        leftovers.extend(row for row in rows if id(row) not in used)
     for row in leftovers:
         # A late event can mean this cycle never started. Cycles of policies no longer loaded
         # stay as history.
@@ -252,6 +249,18 @@ async def _reconcile_cycles(
                 changed += 1
         await _announce_outcome(session, row, result, lead, now, policies)
     return changed
+
+
+def _match_rows(results: Sequence[CycleResult], rows: Sequence[Cycle]) -> list[Cycle | None]:
+    """The stored row of each derived cycle: the one its start event began; failing that (a
+    late event moved the start, e.g. an older "mql" re-sent), the row in the same position."""
+    by_start = {row.details.get("start_event_id"): row for row in rows}
+    matched: list[Cycle | None] = [by_start.pop(r.start_event_id, None) for r in results]
+    by_number = {row.number: row for row in by_start.values()}
+    return [
+        row if row is not None else by_number.pop(result.number, None)
+        for result, row in zip(results, matched, strict=True)
+    ]
 
 
 def _new_cycle(lead: Lead, result: CycleResult, version: str, now: datetime) -> Cycle:

@@ -142,6 +142,8 @@ class Cycle(Base):
             sqlite_where=text("next_fire_at IS NOT NULL"),
         ),
         Index("ix_sla_cycles_policy_id_state_due_at", "policy_id", "state", "due_at"),
+        # Ids are part of outbox keys: SQLite must never hand a removed cycle's id to a new one.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)

@@ -41,6 +41,17 @@ def types(receiver: Receiver) -> list[str]:
     return [b["type"] for b in receiver.bodies()]
 
 
+def assert_rounds(receiver: Receiver, *rounds: list[str]) -> None:
+    """What was delivered, round after round; within a round (notices due together and sent
+    concurrently) the order is free."""
+    got = types(receiver)
+    assert len(got) == sum(map(len, rounds)), got
+    start = 0
+    for expected in rounds:
+        assert sorted(got[start : start + len(expected)]) == sorted(expected), got
+        start += len(expected)
+
+
 async def test_call_before_the_deadline_arriving_after_the_breach_corrects_it_once(
     client: httpx.AsyncClient, clock: FrozenClock, runtime: Runtime, receiver: Receiver
 ) -> None:
@@ -50,7 +61,7 @@ async def test_call_before_the_deadline_arriving_after_the_breach_corrects_it_on
     clock.advance(minutes=61)
     await tick(runtime)
     await tick(runtime)
-    assert types(receiver) == ["sla.breached", "sla.escalated"]  # reminders superseded
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"])  # reminders superseded
     (cycle,) = await first_touch(runtime, "L-1")
     assert (cycle.state, cycle.announced_outcome) == ("breached", "breached")
 
@@ -62,7 +73,7 @@ async def test_call_before_the_deadline_arriving_after_the_breach_corrects_it_on
     assert (cycle.state, cycle.stopped_at, cycle.breached_at) == ("met", t0 + 30 * MIN, None)
     assert cycle.next_fire_at is None
     await tick(runtime)
-    assert types(receiver) == ["sla.breached", "sla.escalated", "sla.corrected"]
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"], ["sla.corrected"])
     corrected = receiver.bodies()[-1]
     assert corrected["sla"]["state"] == "met"
     assert corrected["sla"]["elapsed_business_seconds"] == 1800
@@ -75,7 +86,7 @@ async def test_call_before_the_deadline_arriving_after_the_breach_corrects_it_on
     for _ in range(3):
         clock.advance(hours=2)
         await tick(runtime)
-    assert types(receiver) == ["sla.breached", "sla.escalated", "sla.corrected"]
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"], ["sla.corrected"])
     assert await count(runtime, OutboxMessage, OutboxMessage.type == "sla.corrected") == 1
     (cycle,) = await first_touch(runtime, "L-1")
     assert (cycle.state, cycle.stopped_at) == ("met", t0 + 20 * MIN)
@@ -165,7 +176,7 @@ async def test_an_earlier_cycle_arriving_late_does_not_inherit_the_later_ones_no
     clock.advance(minutes=61)
     await tick(runtime)
     await tick(runtime)
-    assert types(receiver) == ["sla.breached", "sla.escalated"]
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"])
     breach = receiver.bodies()[0]
     assert breach["sla"]["started_at"] == (t0 + 2 * HOUR).isoformat().replace("+00:00", "Z")
 
@@ -181,7 +192,7 @@ async def test_an_earlier_cycle_arriving_late_does_not_inherit_the_later_ones_no
         (1, "met", t0),
         (2, "breached", t0 + 2 * HOUR),
     ]
-    assert types(receiver) == ["sla.breached", "sla.escalated"]
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"])
     assert cycles[1].announced_outcome == "breached"
     assert "breach" in cycles[1].fired and cycles[0].fired == []
 
@@ -275,7 +286,7 @@ async def test_a_late_pause_that_moves_the_deadline_past_now_withdraws_the_breac
     clock.advance(minutes=61)
     await tick(runtime)
     await tick(runtime)
-    assert types(receiver) == ["sla.breached", "sla.escalated"]
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"])
 
     clock.set(t0 + 80 * MIN)
     await post_events(client, clock.now(), status("e2", "L-1", t0 + 10 * MIN, "waiting_on_lead"),
@@ -284,7 +295,7 @@ async def test_a_late_pause_that_moves_the_deadline_past_now_withdraws_the_breac
     new_due = t0 + HOUR + 65 * MIN
     assert (cycle.state, cycle.due_at, cycle.breached_at) == ("running", new_due, None)
     await tick(runtime)
-    assert types(receiver) == ["sla.breached", "sla.escalated", "sla.corrected"]
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"], ["sla.corrected"])
     corrected = receiver.bodies()[-1]
     assert corrected["sla"]["state"] == "running"
     assert corrected["sla"]["due_at"] == new_due.isoformat().replace("+00:00", "Z")
@@ -292,15 +303,81 @@ async def test_a_late_pause_that_moves_the_deadline_past_now_withdraws_the_breac
     clock.set(new_due - SECOND)
     await tick(runtime)
     # the clock runs again, so its reminders (superseded by the breach before) are due anew
-    assert types(receiver)[3:] == ["sla.reminder", "sla.reminder"]
+    assert_rounds(
+        receiver,
+        ["sla.breached", "sla.escalated"],
+        ["sla.corrected"],
+        ["sla.reminder", "sla.reminder"],
+    )
     clock.set(new_due)
     await tick(runtime)
     await tick(runtime)
-    assert types(receiver)[5:] == ["sla.breached", "sla.escalated"]
-    breach = receiver.bodies()[5]
+    assert_rounds(
+        receiver,
+        ["sla.breached", "sla.escalated"],
+        ["sla.corrected"],
+        ["sla.reminder"] * 2,
+        ["sla.breached", "sla.escalated"],
+    )
+    breach = next(b for b in receiver.bodies()[5:] if b["type"] == "sla.breached")
     assert breach["sla"]["due_at"] == new_due.isoformat().replace("+00:00", "Z")
     ids = [r["headers"]["webhook-id"] for r in receiver.requests]
     assert len(set(ids)) == len(ids)  # new notices, not redeliveries of the withdrawn ones
     (cycle,) = await first_touch(runtime, "L-1")
     assert (cycle.state, cycle.breached_at, cycle.announced_outcome) == ("breached", new_due,
                                                                          "breached")  # fmt: skip
+
+
+async def test_a_late_event_that_moves_a_cycles_start_keeps_its_notices(
+    client: httpx.AsyncClient, clock: FrozenClock, runtime: Runtime, receiver: Receiver
+) -> None:
+    """The CRM re-sends older history: the lead was already an MQL half an hour earlier. The
+    cycle now starts then — it is still the cycle whose breach was announced, so nothing is
+    announced twice."""
+    t0 = clock.now()
+    await post_events(client, clock.now(), status("e1", "L-1", t0, "mql", owner="rep-7"))
+    clock.advance(minutes=61)
+    await tick(runtime)
+    await tick(runtime)
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"])
+    (before,) = await first_touch(runtime, "L-1")
+
+    await post_events(client, clock.now(), status("e0", "L-1", t0 - 30 * MIN, "mql"))
+    (cycle,) = await first_touch(runtime, "L-1")
+    assert cycle.id == before.id
+    assert (cycle.started_at, cycle.due_at, cycle.state) == (t0 - 30 * MIN, t0 + 30 * MIN,
+                                                             "breached")  # fmt: skip
+    for _ in range(2):
+        await tick(runtime)
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"])
+
+
+async def test_a_cycle_removed_by_a_late_event_does_not_swallow_a_new_cycles_notices(
+    client: httpx.AsyncClient, clock: FrozenClock, runtime: Runtime, receiver: Receiver
+) -> None:
+    """A late event can show that a cycle never started, and its row goes. The next cycle
+    created must not inherit its identity, or its notices would be taken for redeliveries of
+    the removed cycle's and never sent."""
+    t0 = clock.now()
+    await post_events(client, clock.now(), status("a1", "L-A", t0, "mql", owner="rep-7"))
+    clock.advance(minutes=61)
+    await tick(runtime)
+    await tick(runtime)
+    (gone,) = await first_touch(runtime, "L-A")
+    assert len(receiver.requests) == 2
+
+    # lead-sla itself had set the status a minute earlier: the CRM's "mql" was no entry
+    ours = event_from_json({**status("a0", "L-A", t0 - MIN, "mql"), "self_originated": True})
+    async with runtime.sessions() as session, session.begin():
+        await store_delivery(session, "generic", [ours], None, clock.now(),
+                             runtime.policies.current)  # fmt: skip
+    assert await first_touch(runtime, "L-A") == []
+
+    await post_events(client, clock.now(), status("b1", "L-B", clock.now(), "mql", owner="rep-7"))
+    (fresh,) = await first_touch(runtime, "L-B")
+    assert fresh.id != gone.id
+    clock.advance(minutes=61)
+    await tick(runtime)
+    await tick(runtime)
+    b_notices = [b["type"] for b in receiver.bodies() if b["lead"]["id"] == "L-B"]
+    assert sorted(b_notices) == ["sla.breached", "sla.escalated"]

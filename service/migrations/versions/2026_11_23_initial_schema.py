@@ -154,6 +154,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "lead_id", "policy_id", "number", name=op.f("uq_sla_cycles_lead_id_policy_id_number")
         ),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("sla_cycles", schema=None) as batch_op:
         batch_op.create_index(
