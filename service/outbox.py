@@ -7,13 +7,15 @@ key is also the ``webhook-id`` a receiver dedupes on.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import Cycle, Lead, OutboxMessage
-from service.repository import insert_ignoring_conflicts
+from service.models import OutboxMessage
+from service.repository import insert_ignoring_conflicts, is_postgresql
 from service.sla.policy import PolicySet, Recipient
 
 NOTIFY_KIND = {"reminder": "reminder", "breach": "breach", "escalation": "escalation"}
@@ -23,6 +25,40 @@ MESSAGE_TYPE = {
     "escalation": "sla.escalated",
     "corrected": "sla.corrected",
 }
+
+
+class CycleView(Protocol):
+    """What a notification says about a cycle: a stored row, or the sweep's lighter copy."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def policy_id(self) -> str: ...
+    @property
+    def number(self) -> int: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def team(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def due_at(self) -> datetime | None: ...
+    @property
+    def target_seconds(self) -> int | None: ...
+    @property
+    def attempts(self) -> int | None: ...
+
+
+class LeadView(Protocol):
+    @property
+    def source(self) -> str: ...
+    @property
+    def external_id(self) -> str: ...
+    @property
+    def status(self) -> str | None: ...
 
 
 def step_key(step: str, round_: int) -> str:
@@ -46,8 +82,8 @@ def cycle_payload(
     message_type: str,
     key: str,
     occurred_at: datetime,
-    cycle: Cycle,
-    lead: Lead,
+    cycle: CycleView,
+    lead: LeadView,
     elapsed: float,
     late: bool,
 ) -> dict[str, Any]:
@@ -86,8 +122,8 @@ def messages_for(
     policy_set: PolicySet,
     notify_kind: str,
     step: str,
-    cycle: Cycle,
-    lead: Lead,
+    cycle: CycleView,
+    lead: LeadView,
     occurred_at: datetime,
     elapsed: float,
     late: bool,
@@ -124,6 +160,36 @@ def messages_for(
     return rows
 
 
+# PostgreSQL: a whole batch of notifications in one statement over arrays, which the sweep needs
+# to fire tens of thousands of timers a second; the unique key still drops what exists.
+_PG_ENQUEUE = text("""
+INSERT INTO outbox (key, cycle_id, type, channel, channel_type, recipient, payload, status,
+                    attempts, next_attempt_at, created_at)
+SELECT key, cycle_id, type, channel, channel_type, recipient, payload::json, status, attempts,
+       next_attempt_at, created_at
+FROM unnest(
+    CAST(:key AS varchar[]), CAST(:cycle_id AS bigint[]), CAST(:type AS varchar[]),
+    CAST(:channel AS varchar[]), CAST(:channel_type AS varchar[]),
+    CAST(:recipient AS varchar[]), CAST(:payload AS text[]), CAST(:status AS varchar[]),
+    CAST(:attempts AS integer[]), CAST(:next_attempt_at AS timestamptz[]),
+    CAST(:created_at AS timestamptz[])
+) AS m(key, cycle_id, type, channel, channel_type, recipient, payload, status, attempts,
+       next_attempt_at, created_at)
+ON CONFLICT (key) DO NOTHING
+""")
+_PG_COLUMNS = (
+    "key", "cycle_id", "type", "channel", "channel_type", "recipient", "payload", "status",
+    "attempts", "next_attempt_at", "created_at",
+)  # fmt: skip
+
+
 async def enqueue(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
+    """Add outbox rows; a row whose key exists already is a notification already written."""
+    if not rows:
+        return
+    if is_postgresql(session):
+        arrays = {name: [row[name] for row in rows] for name in _PG_COLUMNS}
+        arrays["payload"] = [json.dumps(payload) for payload in arrays["payload"]]
+        await session.execute(_PG_ENQUEUE, arrays)
+    else:
         await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)
