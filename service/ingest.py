@@ -94,7 +94,9 @@ async def _append_events(
         statement = insert_ignoring_conflicts(session, LeadEventRow).returning(
             LeadEventRow.event_id
         )
-        result = await session.execute(statement.values(list(part)))
+        # rows as parameters, not .values(rows): the statement then compiles once and is
+        # served from the cache on every delivery
+        result = await session.execute(statement, list(part))
         inserted.update(result.scalars())
     return inserted
 
@@ -280,31 +282,45 @@ def _new_cycle(lead: Lead, result: CycleResult, version: str, now: datetime) -> 
 
 
 def _apply_result(row: Cycle, result: CycleResult, now: datetime) -> bool:
-    """Copy a derived cycle onto its row; True if anything a user would see changed."""
+    """Copy a derived cycle onto its row; True if anything a user would see changed.
+
+    Only values that differ are assigned, so an event that leaves a cycle as it was costs no
+    UPDATE. The elapsed time of an open cycle is therefore the one of its last change; explain
+    and the sweep's notices compute the current one.
+    """
     before = (row.state, row.due_at, row.stopped_at, row.owner) if row.id else None
-    row.state = result.state
-    row.open = result.open
-    row.owner, row.team = result.owner, result.team
-    row.started_at, row.due_at = result.started_at, result.due_at
-    row.stopped_at, row.breached_at = result.stopped_at, result.breached_at
-    row.target_seconds = result.target_seconds
-    row.elapsed_business_seconds = result.elapsed_business_seconds
-    row.attempts = result.attempts
-    row.schedule = [
-        {"step": t.step, "kind": t.kind, "at": t.at.isoformat(), "offset": t.offset}
-        for t in result.timers
-    ]
-    row.next_fire_at = next_fire_at(result.timers, row.fired or []) if result.open else None
-    row.details = {
-        **(row.details or {}),
-        "calendar": result.calendar,
-        "start_event_id": result.start_event_id,
-        "stop_event_id": result.stop_event_id,
-        "stop_reason": result.stop_reason,
-        "required": result.required,
-        "pauses": [_pause_json(p.start, p.end, p.event_id, p.status) for p in result.pauses],
+    values: dict[str, Any] = {
+        "state": result.state,
+        "open": result.open,
+        "owner": result.owner,
+        "team": result.team,
+        "started_at": result.started_at,
+        "due_at": result.due_at,
+        "stopped_at": result.stopped_at,
+        "breached_at": result.breached_at,
+        "target_seconds": result.target_seconds,
+        "attempts": result.attempts,
+        "schedule": [
+            {"step": t.step, "kind": t.kind, "at": t.at.isoformat(), "offset": t.offset}
+            for t in result.timers
+        ],
+        "next_fire_at": next_fire_at(result.timers, row.fired or []) if result.open else None,
+        "details": {
+            **(row.details or {}),
+            "calendar": result.calendar,
+            "start_event_id": result.start_event_id,
+            "stop_event_id": result.stop_event_id,
+            "stop_reason": result.stop_reason,
+            "required": result.required,
+            "pauses": [_pause_json(p.start, p.end, p.event_id, p.status) for p in result.pauses],
+        },
     }
-    row.updated_at = now
+    changed = [name for name, value in values.items() if getattr(row, name) != value]
+    for name in changed:
+        setattr(row, name, values[name])
+    if changed or row.elapsed_business_seconds is None:
+        row.elapsed_business_seconds = result.elapsed_business_seconds
+        row.updated_at = now
     return before != (row.state, row.due_at, row.stopped_at, row.owner)
 
 
