@@ -91,7 +91,7 @@ class Lead(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime | None]  # first event's occurred_at
     updated_at: Mapped[datetime | None]  # last event's occurred_at
-    last_event_at: Mapped[datetime | None]  # lets an in-order event skip re-reading history
+    last_event_at: Mapped[datetime | None]  # occurred_at of the newest event in the log
 
 
 class RawRequest(Base):

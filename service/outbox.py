@@ -18,7 +18,6 @@ from service.models import OutboxMessage
 from service.repository import insert_ignoring_conflicts, is_postgresql
 from service.sla.policy import PolicySet, Recipient
 
-NOTIFY_KIND = {"reminder": "reminder", "breach": "breach", "escalation": "escalation"}
 MESSAGE_TYPE = {
     "reminder": "sla.reminder",
     "breach": "sla.breached",
