@@ -7,6 +7,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
+def rfc3339(value: datetime | None) -> str | None:
+    """An instant as the API and notifications show it: RFC 3339 in UTC with a ``Z``."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

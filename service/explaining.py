@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.clock import rfc3339
 from service.ingest import load_histories
 from service.models import Cycle, Lead
 from service.policies import LoadedPolicies
@@ -61,17 +62,17 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
         "cycle": cycle.number,
         "state": cycle.state,
         "calendar": cycle.calendar or "24x7",
-        "started_at": _iso(cycle.started_at),
-        "due_at": _iso(cycle.due_at),
-        "stopped_at": _iso(cycle.stopped_at),
-        "until": _iso(explanation.until),
+        "started_at": rfc3339(cycle.started_at),
+        "due_at": rfc3339(cycle.due_at),
+        "stopped_at": rfc3339(cycle.stopped_at),
+        "until": rfc3339(explanation.until),
         "target_business_seconds": cycle.target_seconds,
         "elapsed_business_seconds": explanation.elapsed_business_seconds,
         "remaining_business_seconds": explanation.remaining_business_seconds,
         "intervals": [
             {
-                "start": _iso(i.start),
-                "end": _iso(i.end),
+                "start": rfc3339(i.start),
+                "end": rfc3339(i.end),
                 "seconds": i.seconds,
                 "counted": i.counted,
                 "reason": i.reason,
@@ -80,7 +81,3 @@ def explanation_json(explanation: Explanation) -> dict[str, Any]:
             for i in explanation.intervals
         ],
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

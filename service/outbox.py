@@ -14,9 +14,10 @@ from typing import Any, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.clock import rfc3339
 from service.models import OutboxMessage
 from service.repository import insert_ignoring_conflicts, is_postgresql
-from service.sla.policy import PolicySet, Recipient
+from service.sla.policy import ChannelSpec, PolicySet, Recipient
 
 MESSAGE_TYPE = {
     "reminder": "sla.reminder",
@@ -91,7 +92,7 @@ def cycle_payload(
     return {
         "type": message_type,
         "id": key,
-        "occurred_at": occurred_at.isoformat().replace("+00:00", "Z"),
+        "occurred_at": rfc3339(occurred_at),
         "policy": cycle.policy_id,
         "cycle": cycle.number,
         "late": late,
@@ -103,8 +104,8 @@ def cycle_payload(
             "status": lead.status,
         },
         "sla": {
-            "started_at": _iso(cycle.started_at),
-            "due_at": _iso(cycle.due_at),
+            "started_at": rfc3339(cycle.started_at),
+            "due_at": rfc3339(cycle.due_at),
             "state": cycle.state,
             "elapsed_business_seconds": round(elapsed, 3),
             "remaining_business_seconds": round(max(0.0, target - elapsed), 3),
@@ -113,8 +114,29 @@ def cycle_payload(
     }
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+def outbox_row(
+    key: str,
+    cycle_id: int | None,
+    message_type: str,
+    channel: ChannelSpec,
+    recipient: str | None,
+    payload: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """A new, pending outbox row as insert parameters."""
+    return {
+        "key": key,
+        "cycle_id": cycle_id,
+        "type": message_type,
+        "channel": channel.name,
+        "channel_type": channel.type,
+        "recipient": recipient,
+        "payload": payload,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def messages_for(
@@ -139,23 +161,14 @@ def messages_for(
         if channel is None:
             continue
         key = f"cycle-{cycle.id}-{step}-{index}"
+        message_type = MESSAGE_TYPE[notify_kind]
         rows.append(
-            {
-                "key": key,
-                "cycle_id": cycle.id,
-                "type": MESSAGE_TYPE[notify_kind],
-                "channel": channel.name,
-                "channel_type": channel.type,
-                "recipient": resolve_recipient(recipient, cycle.owner, policy_set),
-                "payload": cycle_payload(
-                    MESSAGE_TYPE[notify_kind], key, occurred_at, cycle, lead, elapsed, late
-                ),
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
+            outbox_row(
+                key, cycle.id, message_type, channel,
+                resolve_recipient(recipient, cycle.owner, policy_set),
+                cycle_payload(message_type, key, occurred_at, cycle, lead, elapsed, late), now,
+            )
+        )  # fmt: skip
     return rows
 
 

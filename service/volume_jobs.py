@@ -12,7 +12,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.outbox import enqueue, resolve_recipient
+from service.clock import rfc3339
+from service.outbox import enqueue, outbox_row, resolve_recipient
 from service.policies import LoadedPolicies
 from service.reports import volume_progress
 from service.sla.policy import Policy
@@ -67,7 +68,7 @@ async def _notify(
         payload = {
             "type": message_type,
             "id": key,
-            "occurred_at": now.isoformat().replace("+00:00", "Z"),
+            "occurred_at": rfc3339(now),
             "policy": policy.id,
             "group": {"per": policy.per, "value": row.group},
             "period": {"kind": policy.period, "start": start.isoformat(), "end": end.isoformat()},
@@ -79,19 +80,10 @@ async def _notify(
             },
         }
         rows.append(
-            {
-                "key": key,
-                "cycle_id": None,
-                "type": message_type,
-                "channel": channel.name,
-                "channel_type": channel.type,
-                "recipient": resolve_recipient(recipient, owner, loaded.policy_set),
-                "payload": payload,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-        )
+            outbox_row(
+                key, None, message_type, channel,
+                resolve_recipient(recipient, owner, loaded.policy_set), payload, now,
+            )
+        )  # fmt: skip
     await enqueue(session, rows)
     return len(rows)
