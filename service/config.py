@@ -6,6 +6,7 @@ from the environment by name rather than declared as fields.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,5 +78,7 @@ class Settings(BaseSettings):
         return {**_dotenv(), **os.environ, **self.env_overrides}
 
 
+@functools.cache
 def _dotenv() -> dict[str, str]:
+    """The ``.env`` file, read once per process: webhook secrets are looked up per request."""
     return {k: v for k, v in dotenv_values(".env").items() if v is not None}
