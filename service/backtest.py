@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.ingest import load_histories
+from service.event_log import load_histories
 from service.models import Lead
 from service.policies import LoadedPolicies
 from service.reports import aggregate

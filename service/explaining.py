@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import rfc3339
-from service.ingest import load_histories
+from service.event_log import load_histories
 from service.models import Cycle, Lead
 from service.policies import LoadedPolicies
 from service.sla.engine import derive_cycles

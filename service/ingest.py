@@ -16,13 +16,20 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
-from service.event_codec import event_from_json, event_to_json
-from service.models import Cycle, Lead, LeadEventRow, RawRequest
+from service.event_log import (
+    append_events,
+    create_leads,
+    lead_values,
+    load_histories,
+    lock_leads,
+    lock_leads_by_crm_id,
+)
+from service.models import Cycle, Lead
 from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
-from service.repository import chunks, insert_ignoring_conflicts, is_postgresql, lead_ids
+from service.repository import chunks, is_postgresql
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
-from service.sla.types import LeadEvent, LeadState, apply_event, sort_and_dedupe
+from service.sla.types import LeadEvent, sort_and_dedupe
 from service.status_entries import sync_status_entries
 
 
@@ -50,68 +57,42 @@ async def store_delivery(
     unique: dict[str, LeadEvent] = {}
     for event in events:  # a copy repeated in one batch is a redelivery: the first one wins
         unique.setdefault(event.event_id, event)
-    ids = await lead_ids(session, source, (event.lead.id for event in unique.values()))
-    raw_id = None
-    if raw is not None:
-        raw_row = RawRequest(
-            source=source, received_at=now, headers=dict(raw.headers), body=raw.body
-        )
-        session.add(raw_row)
-        await session.flush()
-        raw_id = raw_row.id
-    inserted = await _append_events(session, source, list(unique.values()), ids, raw_id, now)
+    delivered: dict[str, list[LeadEvent]] = defaultdict(list)
+    for event in unique.values():
+        delivered[event.lead.id].append(event)
+    stored = await lock_leads_by_crm_id(session, source, delivered)
+    created = await create_leads(
+        session, source, {ext: evs for ext, evs in delivered.items() if ext not in stored}
+    )
+    raced = [ext for ext in delivered if ext not in stored and ext not in created]
+    if raced:  # created by a concurrent delivery since we looked: wait for it, then read it
+        stored.update(await lock_leads_by_crm_id(session, source, raced))
+    leads = {**stored, **created}
+    inserted = await append_events(
+        session,
+        source,
+        unique.values(),
+        {ext: lead.id for ext, lead in leads.items()},
+        (raw.headers, raw.body) if raw else None,
+        now,
+    )
+    new_events: dict[int, set[str]] = defaultdict(set)
     for event in unique.values():
         if event.event_id in inserted:
             metrics.EVENTS.labels(source, event.type).inc()
-    affected = {ids[event.lead.id] for event in unique.values() if event.event_id in inserted}
-    await rederive_leads(session, affected, now, policies)
+            new_events[leads[event.lead.id].id].add(event.event_id)
+    # Leads created just now have no other history and no cycles: nothing to read back.
+    before = [lead for lead in stored.values() if lead.id in new_events]
+    histories = await load_histories(session, [lead.id for lead in before])
+    cycles = await _lock_cycles(session, [lead.id for lead in before])
+    for lead in created.values():
+        histories[lead.id] = sort_and_dedupe(
+            [event for event in delivered[lead.external_id] if event.event_id in inserted]
+        )
+    await _rederive(
+        session, [*before, *created.values()], histories, cycles, new_events, now, policies
+    )
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted))
-
-
-async def _append_events(
-    session: AsyncSession,
-    source: str,
-    events: Sequence[LeadEvent],
-    ids: Mapping[str, int],
-    raw_id: int | None,
-    now: datetime,
-) -> set[str]:
-    rows = [
-        {
-            "lead_id": ids[event.lead.id],
-            "source": source,
-            "event_id": event.event_id,
-            "type": event.type,
-            "occurred_at": event.occurred_at,
-            "received_at": now,
-            "data": event_to_json(event),
-            "raw_request_id": raw_id,
-        }
-        for event in events
-    ]
-    inserted: set[str] = set()
-    for part in chunks(rows):
-        statement = insert_ignoring_conflicts(session, LeadEventRow).returning(
-            LeadEventRow.event_id
-        )
-        # rows as parameters, not .values(rows): the statement then compiles once and is
-        # served from the cache on every delivery
-        result = await session.execute(statement, list(part))
-        inserted.update(result.scalars())
-    return inserted
-
-
-async def load_histories(
-    session: AsyncSession, lead_pks: Sequence[int]
-) -> dict[int, list[LeadEvent]]:
-    histories: dict[int, list[LeadEvent]] = defaultdict(list)
-    for part in chunks(lead_pks):
-        rows = await session.execute(
-            select(LeadEventRow.lead_id, LeadEventRow.data).where(LeadEventRow.lead_id.in_(part))
-        )
-        for lead_pk, data in rows:
-            histories[lead_pk].append(event_from_json(data))
-    return {pk: sort_and_dedupe(events) for pk, events in histories.items()}
 
 
 async def rederive_leads(
@@ -128,63 +109,72 @@ async def rederive_leads(
 
     Returns how many cycles changed (started, stopped, moved deadline or state).
     """
-    pks = sorted(set(lead_pks))
-    if not pks:
-        return 0
-    # Lock the leads before reading their histories, in id order so that two deliveries cannot
-    # deadlock: a concurrent delivery for the same lead (PostgreSQL) then waits and folds this
-    # one's events too, instead of folding a history without them and overwriting the result.
-    # The cycles are locked as well, so a breach the sweep is announcing right now is seen
-    # (and corrected if need be) rather than overwritten. SQLite serialises writers anyway.
-    lock = is_postgresql(session)
-    leads: dict[int, Lead] = {}
-    for part in chunks(pks):
-        query = (
-            select(Lead)
-            .where(Lead.id.in_(part))
-            .order_by(Lead.id)
-            .execution_options(populate_existing=True)
-        )
-        for lead in (await session.scalars(query.with_for_update() if lock else query)).all():
-            leads[lead.id] = lead
+    leads = await lock_leads(session, lead_pks)
+    pks = [lead.id for lead in leads]
     histories = await load_histories(session, pks)
+    cycles = await _lock_cycles(session, pks)
+    return await _rederive(session, leads, histories, cycles, {}, now, policies, recompute)
+
+
+async def _lock_cycles(
+    session: AsyncSession, lead_pks: Sequence[int]
+) -> dict[int, dict[tuple[str, int], Cycle]]:
+    """The leads' cycles, locked too (after their leads), so that a breach the sweep is
+    announcing right now is seen, and corrected if need be, rather than overwritten."""
     existing: dict[int, dict[tuple[str, int], Cycle]] = defaultdict(dict)
-    for part in chunks(pks):
-        cycles = (
+    for part in chunks(sorted(lead_pks)):
+        query = (
             select(Cycle)
             .where(Cycle.lead_id.in_(part))
             .order_by(Cycle.id)
             .execution_options(populate_existing=True)
         )
-        for cycle in (await session.scalars(cycles.with_for_update() if lock else cycles)).all():
+        if is_postgresql(session):
+            query = query.with_for_update()
+        for cycle in (await session.scalars(query)).all():
             existing[cycle.lead_id][(cycle.policy_id, cycle.number)] = cycle
+    return existing
+
+
+async def _rederive(
+    session: AsyncSession,
+    leads: Sequence[Lead],
+    histories: Mapping[int, list[LeadEvent]],
+    cycles: Mapping[int, dict[tuple[str, int], Cycle]],
+    new_events: Mapping[int, set[str]],
+    now: datetime,
+    policies: LoadedPolicies,
+    recompute: bool = False,
+) -> int:
+    """Fold each lead's history onto its row and cycles; ``new_events`` are the ids this
+    delivery added, which is all that can have changed the lead's status entries."""
     changed = 0
-    for pk in pks:
-        events = histories.get(pk, [])
-        lead = leads[pk]
-        _update_lead(lead, events)
+    for lead in leads:
+        history = histories.get(lead.id, [])
+        _update_lead(lead, history)
         changed += await _reconcile_cycles(
-            session, lead, events, existing[pk], now, policies, recompute
+            session, lead, history, cycles.get(lead.id, {}), now, policies, recompute
         )
-    await sync_status_entries(session, {pk: histories.get(pk, []) for pk in pks})
+    await sync_status_entries(
+        session,
+        {
+            lead.id: (
+                [e for e in histories.get(lead.id, []) if e.event_id not in new_events[lead.id]],
+                histories.get(lead.id, []),
+            )
+            for lead in leads
+            if lead.id in new_events
+        },
+    )
     await session.flush()
     return changed
 
 
-def _update_lead(lead: Lead, events: Sequence[LeadEvent]) -> None:
-    state = LeadState(id=lead.external_id)
-    for event in events:
-        state = apply_event(state, event)
-    lead.status, lead.owner, lead.team = state.status, state.owner, state.team
-    lead.email, lead.name, lead.lead_source = state.email, state.name, state.source
-    lead.segment, lead.priority, lead.score = state.segment, state.priority, state.score
-    lead.country, lead.attributes, lead.deleted = (
-        state.country,
-        dict(state.attributes),
-        state.deleted,
-    )
-    lead.created_at, lead.updated_at = state.created_at, state.updated_at
-    lead.last_event_at = events[-1].occurred_at if events else None
+def _update_lead(lead: Lead, history: Sequence[LeadEvent]) -> None:
+    """Assign only what changed, so the lead row is written only when the fold moved it."""
+    for name, value in lead_values(lead.external_id, history).items():
+        if getattr(lead, name) != value:
+            setattr(lead, name, value)
 
 
 async def _reconcile_cycles(

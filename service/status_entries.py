@@ -1,48 +1,58 @@
-"""Keeping ``status_entries`` in step with the event log, writing only what changed."""
+"""Keeping ``status_entries`` in step with the event log, writing only what changed.
+
+The table holds exactly the entries of each lead's stored history, and every change to a
+history comes through ingest, which locks the lead first. So the entries to write follow from
+the history before and after a delivery, without reading the table.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import StatusEntryRow
-from service.repository import chunks
 from service.sla.types import LeadEvent
 from service.sla.volume import StatusEntry, status_entries
 
+_TABLE = cast(Table, StatusEntryRow.__table__)
+_DELETE = delete(_TABLE).where(
+    (_TABLE.c.lead_id == bindparam("lead_pk")) & (_TABLE.c.event_id == bindparam("entry_event_id"))
+)
+
 
 async def sync_status_entries(
-    session: AsyncSession, histories: Mapping[int, Sequence[LeadEvent]]
+    session: AsyncSession,
+    histories: Mapping[int, tuple[Sequence[LeadEvent], Sequence[LeadEvent]]],
 ) -> None:
-    stored: dict[int, dict[str, StatusEntryRow]] = {pk: {} for pk in histories}
-    for part in chunks(sorted(histories)):
-        rows = await session.scalars(select(StatusEntryRow).where(StatusEntryRow.lead_id.in_(part)))
-        for row in rows:
-            stored[row.lead_id][row.event_id] = row
-    stale: list[int] = []
-    for lead_pk, events in histories.items():
-        wanted = {entry.event_id: entry for entry in status_entries(list(events))}
-        have = stored[lead_pk]
-        for event_id, row in have.items():
-            entry = wanted.get(event_id)
-            if entry is None:
-                stale.append(row.id)
-            elif _key(entry) != (row.status, row.entered_at, row.owner, row.team):
-                row.status, row.entered_at, row.owner, row.team = _key(entry)
+    """``histories``: per lead, its ordered history before and after the change."""
+    stale: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
+    for lead_pk, (before, after) in histories.items():
+        had = _by_event(before)
+        wanted = _by_event(after)
+        for event_id, entry in had.items():
+            if wanted.get(event_id) != entry:
+                stale.append({"lead_pk": lead_pk, "entry_event_id": event_id})
         for event_id, entry in wanted.items():
-            if event_id not in have:
-                session.add(
-                    StatusEntryRow(
-                        lead_id=lead_pk, event_id=event_id, status=entry.status,
-                        entered_at=entry.at, owner=entry.owner, team=entry.team,
-                    )
-                )  # fmt: skip
-    for part in chunks(stale):
-        await session.execute(delete(StatusEntryRow).where(StatusEntryRow.id.in_(part)))
+            if had.get(event_id) != entry:
+                added.append(
+                    {
+                        "lead_id": lead_pk,
+                        "event_id": event_id,
+                        "status": entry.status,
+                        "entered_at": entry.at,
+                        "owner": entry.owner,
+                        "team": entry.team,
+                    }
+                )
+    if stale:  # a changed entry is replaced: (lead, event) is unique
+        await session.execute(_DELETE, stale)
+    if added:
+        await session.execute(insert(_TABLE), added)
 
 
-def _key(entry: StatusEntry) -> tuple[str, datetime, str | None, str | None]:
-    return (entry.status, entry.at, entry.owner, entry.team)
+def _by_event(history: Sequence[LeadEvent]) -> dict[str, StatusEntry]:
+    return {entry.event_id: entry for entry in status_entries(list(history))}
