@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, text
+from sqlalchemy import JSON, BigInteger, BindParameter, Select, String, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.event_codec import event_from_json, event_to_json
@@ -22,33 +23,44 @@ from service.repository import chunks, insert_ignoring_conflicts, is_postgresql
 from service.sla.types import LeadEvent, LeadState, apply_event, sort_and_dedupe
 
 
+def _locking(query: Select[Any]) -> tuple[Select[Any], Select[Any]]:
+    """A lead query as SQLite runs it and as PostgreSQL runs it, locking the rows in id order:
+    two deliveries for the same lead then run one after the other and never deadlock, and the
+    second reads the first one's events. SQLite serialises writers anyway."""
+    query = query.order_by(Lead.id).execution_options(populate_existing=True)
+    return query, query.with_for_update()
+
+
+# Built once: a statement constructed per request costs more than its round trip.
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+_BY_ID = _locking(select(Lead).where(Lead.id.in_(_KEYS)))
+_BY_CRM_ID = _locking(
+    select(Lead).where((Lead.source == bindparam("source")) & Lead.external_id.in_(_KEYS))
+)
+_HISTORIES = select(LeadEventRow.lead_id, LeadEventRow.data).where(LeadEventRow.lead_id.in_(_KEYS))
+
+
 async def lock_leads(session: AsyncSession, lead_pks: Iterable[int]) -> list[Lead]:
-    return await _locked(session, [Lead.id.in_(part) for part in chunks(sorted(set(lead_pks)))])
+    return await _locked(session, _BY_ID, sorted(set(lead_pks)), {})
 
 
 async def lock_leads_by_crm_id(
     session: AsyncSession, source: str, external_ids: Iterable[str]
 ) -> dict[str, Lead]:
-    wanted = sorted(set(external_ids))
-    conditions = [(Lead.source == source) & Lead.external_id.in_(part) for part in chunks(wanted)]
-    return {lead.external_id: lead for lead in await _locked(session, conditions)}
+    leads = await _locked(session, _BY_CRM_ID, sorted(set(external_ids)), {"source": source})
+    return {lead.external_id: lead for lead in leads}
 
 
-async def _locked(session: AsyncSession, conditions: Sequence[ColumnElement[bool]]) -> list[Lead]:
-    """The leads matching each condition, locked in id order on PostgreSQL so that two
-    deliveries for the same lead run one after the other and never deadlock; the second then
-    reads the first one's events. SQLite serialises writers anyway."""
+async def _locked(
+    session: AsyncSession,
+    queries: tuple[Select[Any], Select[Any]],
+    keys: Sequence[Any],
+    params: dict[str, Any],
+) -> list[Lead]:
+    query = queries[1] if is_postgresql(session) else queries[0]
     found: list[Lead] = []
-    for condition in conditions:
-        query = (
-            select(Lead)
-            .where(condition)
-            .order_by(Lead.id)
-            .execution_options(populate_existing=True)
-        )
-        if is_postgresql(session):
-            query = query.with_for_update()
-        found.extend((await session.scalars(query)).all())
+    for part in chunks(keys):
+        found.extend((await session.scalars(query, {"keys": list(part), **params})).all())
     return found
 
 
@@ -94,6 +106,12 @@ def lead_values(external_id: str, history: Sequence[LeadEvent]) -> dict[str, Any
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    inserted: set[str]  # ids of the events that were new to the log
+    histories: dict[int, list[LeadEvent]]  # whole history, of the leads asked for that changed
+
+
 async def append_events(
     session: AsyncSession,
     source: str,
@@ -101,10 +119,13 @@ async def append_events(
     lead_pks: Mapping[str, int],
     raw: tuple[Mapping[str, str], bytes] | None,
     now: datetime,
-) -> set[str]:
-    """Store the raw request and append the events; returns the ids of the events that were
-    new (a redelivered event hits the unique key and is skipped)."""
-    rows = [
+    histories_of: Collection[int],
+) -> Appended:
+    """Store the raw request and append the events (a redelivered event hits the unique key and
+    is skipped), then read back the whole history of each lead in ``histories_of`` that gained
+    an event."""
+    events = list(events)
+    rows: list[dict[str, Any]] = [
         {
             "lead_id": lead_pks[event.lead.id],
             "event_id": event.event_id,
@@ -115,7 +136,7 @@ async def append_events(
         for event in events
     ]
     if is_postgresql(session):
-        return await _append_postgresql(session, source, rows, raw, now)
+        return await _append_postgresql(session, source, events, rows, raw, now, histories_of)
     raw_id = None
     if raw is not None:
         raw_row = RawRequest(source=source, received_at=now, headers=dict(raw[0]), body=raw[1])
@@ -129,10 +150,15 @@ async def append_events(
         # rows as parameters, not .values(rows): the statement compiles once and is cached
         result = await session.execute(statement, [{**row, **common} for row in part])
         inserted.update(result.scalars())
-    return inserted
+    changed = {row["lead_id"] for row in rows if row["event_id"] in inserted}
+    histories = await load_histories(session, sorted(changed.intersection(histories_of)))
+    return Appended(inserted, histories)
 
 
-# PostgreSQL: the raw request and every event in one statement over arrays.
+# PostgreSQL: the raw request, every event and the histories they extend in one statement.
+# The history part runs on the statement's snapshot, so it sees the log as it was before this
+# delivery (the events just appended come back from RETURNING instead); the caller holds the
+# leads' locks, so nothing else can have extended those histories since.
 _EVENTS_FROM_ARRAYS = """
 SELECT e.lead_id, :source, e.event_id, e.type, e.occurred_at, :received_at, CAST(e.data AS json),
        {raw_id}
@@ -140,39 +166,60 @@ FROM unnest(CAST(:lead_id AS bigint[]), CAST(:event_id AS varchar[]), CAST(:type
             CAST(:occurred_at AS timestamptz[]), CAST(:data AS text[]))
      AS e(lead_id, event_id, type, occurred_at, data)
 """
-_INSERT_EVENTS = """
-INSERT INTO lead_events (lead_id, source, event_id, type, occurred_at, received_at, data,
-                         raw_request_id)
-{select}
-ON CONFLICT (source, event_id) DO NOTHING
-RETURNING event_id
+_APPEND_AND_READ_BACK = """
+appended AS (
+    INSERT INTO lead_events (lead_id, source, event_id, type, occurred_at, received_at, data,
+                             raw_request_id)
+    {select}
+    ON CONFLICT (source, event_id) DO NOTHING
+    RETURNING lead_id, event_id
+)
+SELECT lead_id, event_id, CAST(NULL AS json) AS data FROM appended
+UNION ALL
+SELECT lead_id, NULL, data FROM lead_events
+WHERE lead_id = ANY(CAST(:histories_of AS bigint[]))
+  AND lead_id IN (SELECT lead_id FROM appended)
 """
 _APPEND_WITH_RAW = text(
     "WITH raw AS (INSERT INTO raw_requests (source, received_at, headers, body) "
-    "VALUES (:source, :received_at, CAST(:headers AS json), :body) RETURNING id)"
-    + _INSERT_EVENTS.format(select=_EVENTS_FROM_ARRAYS.format(raw_id="(SELECT id FROM raw)"))
-)
-_APPEND = text(_INSERT_EVENTS.format(select=_EVENTS_FROM_ARRAYS.format(raw_id="NULL")))
+    "VALUES (:source, :received_at, CAST(:headers AS json), :body) RETURNING id), "
+    + _APPEND_AND_READ_BACK.format(select=_EVENTS_FROM_ARRAYS.format(raw_id="(SELECT id FROM raw)"))
+).columns(lead_id=BigInteger, event_id=String, data=JSON)
+_APPEND = text(
+    "WITH " + _APPEND_AND_READ_BACK.format(select=_EVENTS_FROM_ARRAYS.format(raw_id="NULL"))
+).columns(lead_id=BigInteger, event_id=String, data=JSON)
 
 
 async def _append_postgresql(
     session: AsyncSession,
     source: str,
+    events: list[LeadEvent],
     rows: list[dict[str, Any]],
     raw: tuple[Mapping[str, str], bytes] | None,
     now: datetime,
-) -> set[str]:
+    histories_of: Collection[int],
+) -> Appended:
     arrays: dict[str, Any] = {
         name: [row[name] for row in rows] for name in ("lead_id", "event_id", "type", "occurred_at")
     }
     arrays["data"] = [json.dumps(row["data"]) for row in rows]
-    arrays.update(source=source, received_at=now)
+    arrays.update(source=source, received_at=now, histories_of=list(histories_of))
     if raw is None:
         result = await session.execute(_APPEND, arrays)
     else:
         arrays.update(headers=json.dumps(dict(raw[0])), body=raw[1])
         result = await session.execute(_APPEND_WITH_RAW, arrays)
-    return set(result.scalars())
+    inserted: set[str] = set()
+    stored: dict[int, list[LeadEvent]] = defaultdict(list)
+    for lead_pk, event_id, data in result:
+        if data is None:
+            inserted.add(event_id)
+        else:
+            stored[lead_pk].append(event_from_json(data))
+    for event, row in zip(events, rows, strict=True):
+        if row["lead_id"] in stored and event.event_id in inserted:
+            stored[row["lead_id"]].append(event)
+    return Appended(inserted, {pk: sort_and_dedupe(history) for pk, history in stored.items()})
 
 
 async def load_histories(
@@ -181,9 +228,6 @@ async def load_histories(
     """Each lead's events in application order."""
     histories: dict[int, list[LeadEvent]] = defaultdict(list)
     for part in chunks(lead_pks):
-        rows = await session.execute(
-            select(LeadEventRow.lead_id, LeadEventRow.data).where(LeadEventRow.lead_id.in_(part))
-        )
-        for lead_pk, data in rows:
+        for lead_pk, data in await session.execute(_HISTORIES, {"keys": list(part)}):
             histories[lead_pk].append(event_from_json(data))
     return {pk: sort_and_dedupe(events) for pk, events in histories.items()}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
@@ -68,14 +68,16 @@ async def store_delivery(
     if raced:  # created by a concurrent delivery since we looked: wait for it, then read it
         stored.update(await lock_leads_by_crm_id(session, source, raced))
     leads = {**stored, **created}
-    inserted = await append_events(
+    appended = await append_events(
         session,
         source,
         unique.values(),
         {ext: lead.id for ext, lead in leads.items()},
         (raw.headers, raw.body) if raw else None,
         now,
+        histories_of=[lead.id for lead in stored.values()],
     )
+    inserted, histories = appended.inserted, appended.histories
     new_events: dict[int, set[str]] = defaultdict(set)
     for event in unique.values():
         if event.event_id in inserted:
@@ -83,7 +85,6 @@ async def store_delivery(
             new_events[leads[event.lead.id].id].add(event.event_id)
     # Leads created just now have no other history and no cycles: nothing to read back.
     before = [lead for lead in stored.values() if lead.id in new_events]
-    histories = await load_histories(session, [lead.id for lead in before])
     cycles = await _lock_cycles(session, [lead.id for lead in before])
     for lead in created.values():
         histories[lead.id] = sort_and_dedupe(
@@ -116,22 +117,24 @@ async def rederive_leads(
     return await _rederive(session, leads, histories, cycles, {}, now, policies, recompute)
 
 
+_CYCLES_OF_LEADS = (
+    select(Cycle)
+    .where(Cycle.lead_id.in_(bindparam("keys", expanding=True)))
+    .order_by(Cycle.id)
+    .execution_options(populate_existing=True)
+)
+_CYCLES = (_CYCLES_OF_LEADS, _CYCLES_OF_LEADS.with_for_update())  # as SQLite, as PostgreSQL
+
+
 async def _lock_cycles(
     session: AsyncSession, lead_pks: Sequence[int]
 ) -> dict[int, dict[tuple[str, int], Cycle]]:
     """The leads' cycles, locked too (after their leads), so that a breach the sweep is
     announcing right now is seen, and corrected if need be, rather than overwritten."""
     existing: dict[int, dict[tuple[str, int], Cycle]] = defaultdict(dict)
+    query = _CYCLES[1] if is_postgresql(session) else _CYCLES[0]
     for part in chunks(sorted(lead_pks)):
-        query = (
-            select(Cycle)
-            .where(Cycle.lead_id.in_(part))
-            .order_by(Cycle.id)
-            .execution_options(populate_existing=True)
-        )
-        if is_postgresql(session):
-            query = query.with_for_update()
-        for cycle in (await session.scalars(query)).all():
+        for cycle in (await session.scalars(query, {"keys": list(part)})).all():
             existing[cycle.lead_id][(cycle.policy_id, cycle.number)] = cycle
     return existing
 
