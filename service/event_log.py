@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.event_codec import event_from_json, event_to_json
 from service.models import Lead, LeadEventRow, RawRequest
 from service.repository import chunks, insert_ignoring_conflicts, is_postgresql
-from service.sla.types import LeadEvent, LeadState, apply_event, sort_and_dedupe
+from service.sla.types import LeadEvent, LeadState, lead_states, sort_and_dedupe
 
 
 def _locking(query: Select[Any]) -> tuple[Select[Any], Select[Any]]:
@@ -81,11 +81,13 @@ async def create_leads(
     return created
 
 
-def lead_values(external_id: str, history: Sequence[LeadEvent]) -> dict[str, Any]:
-    """The columns of a lead row, folded from its whole, ordered history."""
-    state = LeadState(id=external_id)
-    for event in history:
-        state = apply_event(state, event)
+def lead_values(
+    external_id: str, history: Sequence[LeadEvent], states: Sequence[LeadState] | None = None
+) -> dict[str, Any]:
+    """The columns of a lead row, folded from its whole, ordered history (``states``: its
+    ``lead_states``, when the caller has them already)."""
+    states = states if states is not None else lead_states(history)
+    state = states[-1] if states else LeadState(id=external_id)
     return {
         "external_id": external_id,
         "status": state.status,

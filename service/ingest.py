@@ -29,8 +29,8 @@ from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
 from service.repository import chunks, is_postgresql
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
-from service.sla.types import LeadEvent, sort_and_dedupe
-from service.status_entries import sync_status_entries
+from service.sla.types import LeadEvent, LeadState, lead_states, sort_and_dedupe
+from service.status_entries import StatusChanges, sync_status_entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,30 +152,24 @@ async def _rederive(
     """Fold each lead's history onto its row and cycles; ``new_events`` are the ids this
     delivery added, which is all that can have changed the lead's status entries."""
     changed = 0
+    status_changes = {}
     for lead in leads:
         history = histories.get(lead.id, [])
-        _update_lead(lead, history)
+        states = lead_states(history)  # folded once, read by the lead row and every policy
+        _update_lead(lead, lead_values(lead.external_id, history, states))
         changed += await _reconcile_cycles(
-            session, lead, history, cycles.get(lead.id, {}), now, policies, recompute
+            session, lead, history, states, cycles.get(lead.id, {}), now, policies, recompute
         )
-    await sync_status_entries(
-        session,
-        {
-            lead.id: (
-                [e for e in histories.get(lead.id, []) if e.event_id not in new_events[lead.id]],
-                histories.get(lead.id, []),
-            )
-            for lead in leads
-            if lead.id in new_events
-        },
-    )
+        if lead.id in new_events:
+            status_changes[lead.id] = StatusChanges(history, states, new_events[lead.id])
+    await sync_status_entries(session, status_changes)
     await session.flush()
     return changed
 
 
-def _update_lead(lead: Lead, history: Sequence[LeadEvent]) -> None:
+def _update_lead(lead: Lead, values: Mapping[str, Any]) -> None:
     """Assign only what changed, so the lead row is written only when the fold moved it."""
-    for name, value in lead_values(lead.external_id, history).items():
+    for name, value in values.items():
         if getattr(lead, name) != value:
             setattr(lead, name, value)
 
@@ -184,6 +178,7 @@ async def _reconcile_cycles(
     session: AsyncSession,
     lead: Lead,
     events: Sequence[LeadEvent],
+    states: Sequence[LeadState],
     existing: dict[tuple[str, int], Cycle],
     now: datetime,
     policies: LoadedPolicies,
@@ -203,7 +198,7 @@ async def _reconcile_cycles(
     leftovers: list[Cycle] = []
     for policy in policy_set.policies:
         rows = [row for (policy_id, _), row in existing.items() if policy_id == policy.id]
-        results = derive_cycles(policy, events, now, policies.calendars)
+        results = derive_cycles(policy, events, now, policies.calendars, states=states)
         matched = _match_rows(results, rows)
         pinned = {
             result.number: row.target_seconds or 0
@@ -213,7 +208,7 @@ async def _reconcile_cycles(
             and not (recompute and row.open)
         }
         if pinned:  # the numbering and start events do not depend on targets: same matching
-            results = derive_cycles(policy, events, now, policies.calendars, pinned)
+            results = derive_cycles(policy, events, now, policies.calendars, pinned, states)
         derived.extend(zip(results, matched, strict=True))
         used = {id(row) for row in matched if row is not None}
         leftovers.extend(row for row in rows if id(row) not in used)

@@ -7,14 +7,15 @@ the history before and after a delivery, without reading the table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import StatusEntryRow
-from service.sla.types import LeadEvent
+from service.sla.types import LeadEvent, LeadState
 from service.sla.volume import StatusEntry, status_entries
 
 _TABLE = cast(Table, StatusEntryRow.__table__)
@@ -23,16 +24,30 @@ _DELETE = delete(_TABLE).where(
 )
 
 
-async def sync_status_entries(
-    session: AsyncSession,
-    histories: Mapping[int, tuple[Sequence[LeadEvent], Sequence[LeadEvent]]],
-) -> None:
-    """``histories``: per lead, its ordered history before and after the change."""
+@dataclass(frozen=True, slots=True)
+class StatusChanges:
+    """A lead's ordered history (with its ``lead_states``) and the ids of the events just added
+    to it."""
+
+    history: Sequence[LeadEvent]
+    states: Sequence[LeadState]
+    added: Collection[str]
+
+    def entries(self) -> tuple[dict[str, StatusEntry], dict[str, StatusEntry]]:
+        """The lead's status entries before the events were added, and after."""
+        after = {e.event_id: e for e in status_entries(self.history, self.states)}
+        earlier = [event for event in self.history if event.event_id not in self.added]
+        if all(e.event_id in self.added for e in self.history[len(earlier) :]):
+            # The new events came last: entries depend only on what precedes them.
+            return {k: e for k, e in after.items() if k not in self.added}, after
+        return {e.event_id: e for e in status_entries(earlier)}, after
+
+
+async def sync_status_entries(session: AsyncSession, leads: Mapping[int, StatusChanges]) -> None:
     stale: list[dict[str, Any]] = []
     added: list[dict[str, Any]] = []
-    for lead_pk, (before, after) in histories.items():
-        had = _by_event(before)
-        wanted = _by_event(after)
+    for lead_pk, changes in leads.items():
+        had, wanted = changes.entries()
         for event_id, entry in had.items():
             if wanted.get(event_id) != entry:
                 stale.append({"lead_pk": lead_pk, "entry_event_id": event_id})
@@ -52,7 +67,3 @@ async def sync_status_entries(
         await session.execute(_DELETE, stale)
     if added:
         await session.execute(insert(_TABLE), added)
-
-
-def _by_event(history: Sequence[LeadEvent]) -> dict[str, StatusEntry]:
-    return {entry.event_id: entry for entry in status_entries(list(history))}

@@ -14,7 +14,7 @@ from typing import Literal
 
 from service.sla.calendar import Calendar, build_calendar
 from service.sla.policy import CalendarChoice, CalendarSpec, Policy, Trigger
-from service.sla.types import LeadEvent, LeadState, apply_event
+from service.sla.types import LeadEvent, LeadState, lead_states
 
 CycleState = Literal["running", "paused", "met", "breached"]
 TimerKind = Literal["reminder", "breach", "escalation"]
@@ -145,11 +145,13 @@ def derive_cycles(
     now: datetime,
     calendars: CalendarLookup,
     pinned_targets: Mapping[int, int] | None = None,
+    states: Sequence[LeadState] | None = None,
 ) -> list[CycleResult]:
     """Every cycle of one lead under one ``response`` or ``attempts`` policy.
 
     ``events`` must be sorted and deduplicated (``sort_and_dedupe``). ``pinned_targets`` keeps the
     target a cycle started with when the policy has since changed (cycle number -> seconds).
+    ``states`` are the events' ``lead_states``, when the caller has them already.
     """
     if policy.kind not in CYCLE_KINDS:
         return []
@@ -157,8 +159,8 @@ def derive_cycles(
     lead = LeadState(id=events[0].lead.id if events else "")
     closed: list[_OpenCycle] = []
     current: _OpenCycle | None = None
-    for event in events:
-        before, lead = lead, apply_event(lead, event)
+    for event, after in zip(events, states or lead_states(events), strict=True):
+        before, lead = lead, after
         if current is not None:
             _advance(policy, current, event, before, lead)
             if current.stopped_at is not None:

@@ -7,7 +7,7 @@ cycles. Nothing here knows about HTTP or databases.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -168,6 +168,16 @@ def apply_event(state: LeadState, event: LeadEvent) -> LeadState:
         changes["created_at"] = event.occurred_at
     changes["updated_at"] = event.occurred_at
     return replace(state, **changes)
+
+
+def lead_states(events: Sequence[LeadEvent]) -> list[LeadState]:
+    """The lead after each of its ordered events: folded once, then read by every policy."""
+    states = []
+    state = LeadState(id=events[0].lead.id if events else "")
+    for event in events:
+        state = apply_event(state, event)
+        states.append(state)
+    return states
 
 
 def sort_and_dedupe(events: list[LeadEvent]) -> list[LeadEvent]:

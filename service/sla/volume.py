@@ -8,13 +8,14 @@ its working days still ahead is not called lost on the first Saturday.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from service.sla.calendar import Calendar
 from service.sla.policy import Period, Policy
-from service.sla.types import LeadEvent, LeadState, apply_event
+from service.sla.types import LeadEvent, LeadState, lead_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,19 +29,21 @@ class StatusEntry:
     team: str | None
 
 
-def status_entries(events: list[LeadEvent]) -> list[StatusEntry]:
-    """Every change of status in a sorted, deduplicated event stream."""
-    state: LeadState | None = None
+def status_entries(
+    events: Sequence[LeadEvent], states: Sequence[LeadState] | None = None
+) -> list[StatusEntry]:
+    """Every change of status in a sorted, deduplicated event stream (``states``: the events'
+    ``lead_states``, when the caller has them already)."""
     entries = []
-    for event in events:
-        before = state or LeadState(id=event.lead.id)
-        state = apply_event(before, event)
-        if state.status is not None and state.status != before.status:
+    before: LeadState | None = None
+    for event, state in zip(events, states or lead_states(events), strict=True):
+        if state.status is not None and (before is None or state.status != before.status):
             entries.append(
                 StatusEntry(
                     event.event_id, state.status, event.occurred_at, state.owner, state.team
                 )
             )
+        before = state
     return entries
 
 
