@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -113,11 +115,22 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--pool-size", type=int, default=10, help="as LEAD_SLA_DB_POOL_SIZE")
+    parser.add_argument("--workers", type=int, default=1, help="as `lead-sla serve --workers`")
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("loopback only")
-    app = create_app(args.database_url, args.pool_size)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    options = {"host": args.host, "port": args.port, "log_level": "warning", "access_log": False}
+    if args.workers > 1:  # as the service does it: each process builds its app
+        os.environ.update(BASELINE_DATABASE_URL=args.database_url,
+                          BASELINE_POOL_SIZE=str(args.pool_size))  # fmt: skip
+        uvicorn.run("baseline_server:app_from_environment", factory=True, workers=args.workers,
+                    app_dir=str(Path(__file__).parent), **options)  # fmt: skip
+        return
+    uvicorn.run(create_app(args.database_url, args.pool_size), **options)
+
+
+def app_from_environment() -> FastAPI:
+    return create_app(os.environ["BASELINE_DATABASE_URL"], int(os.environ["BASELINE_POOL_SIZE"]))
 
 
 if __name__ == "__main__":

@@ -160,11 +160,16 @@ def service_env(url: str, **settings: str) -> dict[str, str]:
 
 
 def process_cpu(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
+    """User + system CPU seconds a process and its worker processes have used so far."""
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    parent = psutil.Process(pid)
+    total = 0.0
+    for process in [parent, *parent.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 async def backend_cpu(url: str) -> dict[int, float]:
@@ -237,20 +242,21 @@ class Server:
                 self.process.wait()
 
 
-def start_service(url: str, role: str = "api", **settings: str) -> Server:
+def start_service(url: str, role: str = "api", workers: int = 1, **settings: str) -> Server:
     """``lead-sla serve --role <role> --skip-migrations`` on a free loopback port."""
     port = free_port()
     argv = [sys.executable, "-m", "service", "serve", "--role", role, "--skip-migrations"]
+    argv += ["--workers", str(workers)]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     env = service_env(url, public_url=f"http://127.0.0.1:{port}", **settings)
     return Server(f"service-{role}", argv, env, port)
 
 
-def start_baseline(url: str, pool_size: int = 10) -> Server:
+def start_baseline(url: str, pool_size: int = 10, workers: int = 1) -> Server:
     """The minimal FastAPI endpoint of ``baseline_server.py`` on a free loopback port."""
     port = free_port()
     argv = [sys.executable, str(BENCH / "baseline_server.py"), "--database-url", url]
-    argv += ["--port", str(port), "--pool-size", str(pool_size)]
+    argv += ["--port", str(port), "--pool-size", str(pool_size), "--workers", str(workers)]
     return Server("baseline", argv, service_env(url), port)
 
 
@@ -359,6 +365,9 @@ def add_ingest_arguments(
     )
     parser.add_argument("--pool-size", type=int, default=10, help="LEAD_SLA_DB_POOL_SIZE (both)")
     parser.add_argument(
+        "--workers", type=int, default=1, help="server processes per side (default %(default)s)"
+    )
+    parser.add_argument(
         "--no-ceiling", action="store_true", help="skip measuring the load generator's ceiling"
     )
 
@@ -372,9 +381,9 @@ def compare_ingest(
     migrate(url)
     results: dict[str, list[dict[str, Any]]] = {"baseline": [], "service": [], "ceiling": []}
     with contextlib.ExitStack() as stack:
-        service = start_service(url, "api", db_pool_size=str(args.pool_size))
+        service = start_service(url, "api", args.workers, db_pool_size=str(args.pool_size))
         stack.callback(service.stop)
-        baseline = start_baseline(url, args.pool_size)
+        baseline = start_baseline(url, args.pool_size, args.workers)
         stack.callback(baseline.stop)
         load = {
             "mode": mode,

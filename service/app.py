@@ -91,6 +91,11 @@ def create_app(
     return app
 
 
+def api_app() -> FastAPI:
+    """The API role as each process of ``lead-sla serve --role api --workers N`` builds it."""
+    return create_app(Settings(), role="api", handle_sighup=True)
+
+
 def _reload_on_sighup(app: FastAPI) -> None:
     import asyncio
 

@@ -22,6 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--skip-migrations", action="store_true", help="when a separate job runs `migrate`"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes sharing the port, one per core (--role api only; scale the sweep "
+        "with more --role worker processes instead)",
+    )
 
     commands.add_parser("migrate", help="alembic upgrade head on LEAD_SLA_DATABASE_URL")
 
@@ -65,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
     if args.command == "serve":
-        return _serve(settings, args.role, args.host, args.port, args.skip_migrations)
+        return _serve(settings, args.role, args.host, args.port, args.skip_migrations, args.workers)
     if args.command == "migrate":
         from service.db import migrate
 
@@ -90,7 +97,9 @@ def _instant(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _serve(settings: Settings, role: str, host: str, port: int, skip_migrations: bool) -> int:
+def _serve(
+    settings: Settings, role: str, host: str, port: int, skip_migrations: bool, workers: int
+) -> int:
     import uvicorn
 
     from service.app import create_app
@@ -104,6 +113,12 @@ def _serve(settings: Settings, role: str, host: str, port: int, skip_migrations:
             file=sys.stderr,
         )
         return 2
+    if workers != 1 and role != "api":
+        print("lead-sla: --workers needs --role api", file=sys.stderr)
+        return 2
+    if workers < 1:
+        print("lead-sla: --workers must be at least 1", file=sys.stderr)
+        return 2
     path = sqlite_path(settings.database_url)
     if path is not None and role != "api":
         probe = WorkerLock(path)
@@ -115,8 +130,13 @@ def _serve(settings: Settings, role: str, host: str, port: int, skip_migrations:
         probe.release()
     if not skip_migrations:
         migrate(settings.database_url)
+    log_level = settings.log_level.lower()
+    if workers > 1:  # each process builds its own app from the environment
+        uvicorn.run("service.app:api_app", factory=True, workers=workers, host=host, port=port,
+                    log_level=log_level, access_log=False)  # fmt: skip
+        return 0
     app = create_app(settings, role=role, handle_sighup=True)  # type: ignore[arg-type]
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     return 0
 
 

@@ -1,0 +1,68 @@
+"""``lead-sla serve --role api --workers N``: N API processes share the port and store what they
+are sent; the flag is refused for roles that run the sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import GENERIC_SECRET
+from tests.helpers import signed_headers, status
+from tests.workers import ROOT, free_port, read_scalar, serving, stop, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _serve(database_url: str, cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT),
+        "LEAD_SLA_DATABASE_URL": database_url,
+        "LEAD_SLA_WEBHOOK_SECRET_GENERIC": GENERIC_SECRET,
+        "LEAD_SLA_LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--skip-migrations", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def test_two_api_processes_share_the_port_and_store_every_event(
+    database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = _serve(database_url, tmp_path, "--role", "api", "--workers", "2", "--port", str(port))
+    try:
+        await wait_for(lambda: serving(port) or server.poll() is not None, 60, "the API")
+        assert server.poll() is None, server.communicate()[1].decode()
+        workers = psutil.Process(server.pid).children(recursive=True)
+        assert len([p for p in workers if "python" in p.name().lower()]) >= 2
+        now = datetime.now(UTC)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for i in range(40):
+                body = json.dumps(status(f"e{i}", f"L-{i}", now - timedelta(minutes=1), "mql"))
+                headers = signed_headers(body.encode(), now, message_id=f"msg_{i}")
+                response = await client.post("/webhooks/generic", content=body, headers=headers)
+                assert response.status_code == 202, response.text
+        assert await read_scalar(database_url, "SELECT count(*) FROM lead_events") == 40
+        assert await read_scalar(database_url, "SELECT count(*) FROM leads") == 40
+    finally:
+        stop(server)
+
+
+def test_workers_are_refused_for_roles_that_run_the_sweep(
+    database_url: str, tmp_path: Path
+) -> None:
+    for role in ("all", "worker"):
+        server = _serve(database_url, tmp_path, "--role", role, "--workers", "2")
+        _, err = server.communicate(timeout=60)
+        assert server.returncode == 2
+        assert b"--workers needs --role api" in err
