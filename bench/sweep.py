@@ -132,7 +132,7 @@ async def load_cycles(
 # --- the drain -----------------------------------------------------------------------------
 
 
-async def run_service_sweep(url: str, batch_size: int) -> dict[str, Any]:
+async def run_service_sweep(url: str, batch_size: int, concurrency: int) -> dict[str, Any]:
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
@@ -168,7 +168,7 @@ async def run_service_sweep(url: str, batch_size: int) -> dict[str, Any]:
         cpu_before = time.process_time()
         t0 = datetime.now(UTC)
         t0_wall = time.perf_counter()
-        fired = await sweep(sessions, t0, policies, batch_size=batch_size)
+        fired = await sweep(sessions, t0, policies, batch_size=batch_size, concurrency=concurrency)
         elapsed = time.perf_counter() - t0_wall
         cpu = time.process_time() - cpu_before
         db_cpu = sum(t - backends.get(pid, 0.0) for pid, t in (await backend_cpu(url)).items())
@@ -258,7 +258,7 @@ def drain(args: argparse.Namespace, version: str) -> None:
     baseline_runs: list[dict[str, Any]] = []
     sides: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = [
         ("baseline", lambda: run_baseline(url)),
-        ("service", lambda: run_service_sweep(url, args.batch_size)),
+        ("service", lambda: run_service_sweep(url, args.batch_size, args.concurrency)),
     ]
     for run in range(args.runs):
         for name, measure in sides if run % 2 == 0 else sides[::-1]:
@@ -390,6 +390,8 @@ async def tick_lags(url: str) -> tuple[int, float, float]:
 
 
 def main() -> int:
+    from service.config import Settings
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -401,6 +403,12 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=100_000, help="cycles due at once")
     parser.add_argument("--runs", type=int, default=5, help="runs per side")
     parser.add_argument("--batch-size", type=int, default=1000, help="LEAD_SLA_SWEEP_BATCH_SIZE")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=Settings.model_fields["sweep_concurrency"].default,
+        help="LEAD_SLA_SWEEP_CONCURRENCY: sweep transactions at once",
+    )
     parser.add_argument("--no-drain", action="store_true", help="skip the drain")
     parser.add_argument("--no-rss", action="store_true", help="skip the memory run")
     parser.add_argument(
@@ -423,7 +431,7 @@ def main() -> int:
         {
             "database": args.database_url,
             "drain": f"{args.cycles:,} cycles due at once, batch size {args.batch_size}, "
-            f"{args.runs} runs per side",
+            f"concurrency {args.concurrency}, {args.runs} runs per side",
             "memory run": f"{args.rss_cycles:,} open cycles, {args.rss_per_second} due/s for "
             f"{args.rss_seconds:.0f} s",
         },

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     sweep_interval_seconds: float = 1.0
     sweep_batch_size: int = 1000
+    sweep_concurrency: int = 2  # sweep transactions at once on PostgreSQL; SQLite runs one
     dispatch_interval_seconds: float = 1.0
     dispatch_batch_size: int = 200
     dispatch_concurrency: int = 20

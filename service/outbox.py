@@ -78,6 +78,11 @@ def resolve_recipient(recipient: Recipient, owner: str | None, policy_set: Polic
     return recipient.to
 
 
+def business_seconds(elapsed: float, target_seconds: int | None) -> tuple[float, float]:
+    """Elapsed and remaining business seconds as a notice states them."""
+    return round(elapsed, 3), round(max(0.0, (target_seconds or 0) - elapsed), 3)
+
+
 def cycle_payload(
     message_type: str,
     key: str,
@@ -88,7 +93,7 @@ def cycle_payload(
     late: bool,
 ) -> dict[str, Any]:
     """The body of CONTRACT.md §4, plus ``late`` for timers fired after downtime."""
-    target = cycle.target_seconds or 0
+    elapsed_seconds, remaining_seconds = business_seconds(elapsed, cycle.target_seconds)
     return {
         "type": message_type,
         "id": key,
@@ -107,11 +112,46 @@ def cycle_payload(
             "started_at": rfc3339(cycle.started_at),
             "due_at": rfc3339(cycle.due_at),
             "state": cycle.state,
-            "elapsed_business_seconds": round(elapsed, 3),
-            "remaining_business_seconds": round(max(0.0, target - elapsed), 3),
+            "elapsed_business_seconds": elapsed_seconds,
+            "remaining_business_seconds": remaining_seconds,
             "attempts": cycle.attempts,
         },
     }
+
+
+def _pg_rfc3339(column: str) -> str:
+    """``rfc3339`` in PostgreSQL: UTC with a ``Z``, microseconds only when there are any."""
+    return (
+        f"to_char({column} AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', {column}) = "
+        f"""{column} THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END)"""
+    )
+
+
+def pg_cycle_payload(message: str, cycle: str) -> str:
+    """``cycle_payload`` as a PostgreSQL expression, so the sweep can write a batch of
+    notifications without building each body in Python.
+
+    ``cycle`` names a row with the ``sla_cycles`` columns a body shows (``lead_id`` included:
+    the lead's columns are looked up by primary key, one row per body, whatever the size of the
+    table). ``message`` names a row with ``type``, ``key``, ``occurred_at`` (already RFC 3339),
+    ``late``, ``state`` (the cycle's state when the step fired), and ``elapsed`` and
+    ``remaining`` as JSON number text (Python's float text, so a body parses to the same values,
+    floats included, as ``cycle_payload``'s).
+    """
+    return f"""json_build_object(
+        'type', {message}.type, 'id', {message}.key, 'occurred_at', {message}.occurred_at,
+        'policy', {cycle}.policy_id, 'cycle', {cycle}.number, 'late', {message}.late,
+        'lead', (SELECT json_build_object(
+                            'source', l.source, 'id', l.external_id, 'owner', {cycle}.owner,
+                            'team', {cycle}.team, 'status', l.status)
+                 FROM leads AS l WHERE l.id = {cycle}.lead_id),
+        'sla', json_build_object(
+            'started_at', {_pg_rfc3339(f"{cycle}.started_at")},
+            'due_at', {_pg_rfc3339(f"{cycle}.due_at")},
+            'state', {message}.state,
+            'elapsed_business_seconds', CAST({message}.elapsed AS json),
+            'remaining_business_seconds', CAST({message}.remaining AS json),
+            'attempts', {cycle}.attempts))"""
 
 
 def outbox_row(
@@ -139,6 +179,28 @@ def outbox_row(
     }
 
 
+def addressees(
+    policy_set: PolicySet, policy_id: str, notify_kind: str
+) -> list[tuple[int, ChannelSpec, Recipient]]:
+    """Who hears of one kind of notice under a policy: (index, channel, recipient) for each
+    recipient whose channel exists. The index is the recipient's place in the policy's list, so
+    a key stays the same when another channel of that list is removed."""
+    policy = policy_set.policy(policy_id)
+    recipients = policy.notify.get(notify_kind, ()) if policy else ()
+    if notify_kind == "corrected" and not recipients and policy:
+        recipients = policy.notify.get("breach", ())  # whoever heard of the breach hears of this
+    found = []
+    for index, recipient in enumerate(recipients):
+        channel = policy_set.channels.get(recipient.channel)
+        if channel is not None:
+            found.append((index, channel, recipient))
+    return found
+
+
+def message_key(cycle_id: int, step: str, index: int) -> str:
+    return f"cycle-{cycle_id}-{step}-{index}"
+
+
 def messages_for(
     policy_set: PolicySet,
     notify_kind: str,
@@ -151,17 +213,10 @@ def messages_for(
     now: datetime,
 ) -> list[dict[str, Any]]:
     """Outbox rows (as insert parameters) for one step of one cycle: one per recipient."""
-    policy = policy_set.policy(cycle.policy_id)
-    recipients = policy.notify.get(notify_kind, ()) if policy else ()
-    if notify_kind == "corrected" and not recipients and policy:
-        recipients = policy.notify.get("breach", ())  # whoever heard of the breach hears of this
+    message_type = MESSAGE_TYPE[notify_kind]
     rows = []
-    for index, recipient in enumerate(recipients):
-        channel = policy_set.channels.get(recipient.channel)
-        if channel is None:
-            continue
-        key = f"cycle-{cycle.id}-{step}-{index}"
-        message_type = MESSAGE_TYPE[notify_kind]
+    for index, channel, recipient in addressees(policy_set, cycle.policy_id, notify_kind):
+        key = message_key(cycle.id, step, index)
         rows.append(
             outbox_row(
                 key, cycle.id, message_type, channel,

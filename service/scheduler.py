@@ -33,6 +33,7 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
             runtime.policies.current,
             settings.sweep_batch_size,
             settings.late_after_seconds,
+            settings.sweep_concurrency,
         )
         runtime.last_sweep_at = time.monotonic()
         metrics.SCHEDULER_HEARTBEAT.set(time.time())
