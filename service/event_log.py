@@ -12,41 +12,76 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, BindParameter, Select, String, bindparam, select, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    BindParameter,
+    Select,
+    String,
+    Table,
+    bindparam,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.bulk import update_rows
 from service.event_codec import event_from_json, event_to_json
 from service.models import Lead, LeadEventRow, RawRequest
 from service.repository import chunks, insert_ignoring_conflicts, is_postgresql
 from service.sla.types import LeadEvent, LeadState, lead_states, sort_and_dedupe
+
+LEADS = cast(Table, Lead.__table__)
+
+
+@dataclass(slots=True, eq=False)
+class LeadRow:
+    """A lead as ingest reads and writes it: its keys and the columns ``lead_values`` derives."""
+
+    id: int
+    source: str
+    external_id: str
+    values: dict[str, Any]
+    changed: bool = False
+
+    @property
+    def status(self) -> str | None:
+        status: str | None = self.values["status"]
+        return status
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        """Take a fresh fold's values; the row is written only if one of them differs."""
+        if any(self.values[name] != value for name, value in values.items()):
+            self.values.update(values)
+            self.changed = True
 
 
 def _locking(query: Select[Any]) -> tuple[Select[Any], Select[Any]]:
     """A lead query as SQLite runs it and as PostgreSQL runs it, locking the rows in id order:
     two deliveries for the same lead then run one after the other and never deadlock, and the
     second reads the first one's events. SQLite serialises writers anyway."""
-    query = query.order_by(Lead.id).execution_options(populate_existing=True)
+    query = query.order_by(LEADS.c.id)
     return query, query.with_for_update()
 
 
 # Built once: a statement constructed per request costs more than its round trip.
 _KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
-_BY_ID = _locking(select(Lead).where(Lead.id.in_(_KEYS)))
+_BY_ID = _locking(select(LEADS).where(LEADS.c.id.in_(_KEYS)))
 _BY_CRM_ID = _locking(
-    select(Lead).where((Lead.source == bindparam("source")) & Lead.external_id.in_(_KEYS))
+    select(LEADS).where((LEADS.c.source == bindparam("source")) & LEADS.c.external_id.in_(_KEYS))
 )
 _HISTORIES = select(LeadEventRow.lead_id, LeadEventRow.data).where(LeadEventRow.lead_id.in_(_KEYS))
 
 
-async def lock_leads(session: AsyncSession, lead_pks: Iterable[int]) -> list[Lead]:
+async def lock_leads(session: AsyncSession, lead_pks: Iterable[int]) -> list[LeadRow]:
     return await _locked(session, _BY_ID, sorted(set(lead_pks)), {})
 
 
 async def lock_leads_by_crm_id(
     session: AsyncSession, source: str, external_ids: Iterable[str]
-) -> dict[str, Lead]:
+) -> dict[str, LeadRow]:
     leads = await _locked(session, _BY_CRM_ID, sorted(set(external_ids)), {"source": source})
     return {lead.external_id: lead for lead in leads}
 
@@ -56,29 +91,39 @@ async def _locked(
     queries: tuple[Select[Any], Select[Any]],
     keys: Sequence[Any],
     params: dict[str, Any],
-) -> list[Lead]:
+) -> list[LeadRow]:
     query = queries[1] if is_postgresql(session) else queries[0]
-    found: list[Lead] = []
+    found: list[LeadRow] = []
     for part in chunks(keys):
-        found.extend((await session.scalars(query, {"keys": list(part), **params})).all())
+        for row in (await session.execute(query, {"keys": list(part), **params})).mappings():
+            values = {name: row[name] for name in VALUE_COLUMNS}
+            found.append(LeadRow(row["id"], row["source"], row["external_id"], values))
     return found
 
 
 async def create_leads(
     session: AsyncSession, source: str, deliveries: Mapping[str, Sequence[LeadEvent]]
-) -> dict[str, Lead]:
+) -> dict[str, LeadRow]:
     """Insert leads not stored yet, each with the state its delivered events give it. A lead a
     concurrent delivery created first is left out (the caller locks and re-reads it)."""
-    rows = [
-        {"source": source, **lead_values(external_id, sort_and_dedupe(list(events)))}
+    values = {
+        external_id: lead_values(external_id, sort_and_dedupe(list(events)))
         for external_id, events in sorted(deliveries.items())  # sorted: no insert deadlocks
-    ]
-    created: dict[str, Lead] = {}
+    }
+    rows = [{"source": source, "external_id": ext, **v} for ext, v in values.items()]
+    created: dict[str, LeadRow] = {}
     for part in chunks(rows):
-        statement = insert_ignoring_conflicts(session, Lead).returning(Lead)
-        for lead in (await session.scalars(statement, list(part))).all():
-            created[lead.external_id] = lead
+        statement = insert_ignoring_conflicts(session, LEADS).values(list(part))
+        returned = await session.execute(statement.returning(LEADS.c.id, LEADS.c.external_id))
+        for pk, external_id in returned:
+            created[external_id] = LeadRow(pk, source, external_id, values[external_id])
     return created
+
+
+async def save_leads(session: AsyncSession, leads: Iterable[LeadRow]) -> None:
+    await update_rows(
+        session, LEADS, [{"id": lead.id, **lead.values} for lead in leads if lead.changed]
+    )
 
 
 def lead_values(
@@ -89,7 +134,6 @@ def lead_values(
     states = states if states is not None else lead_states(history)
     state = states[-1] if states else LeadState(id=external_id)
     return {
-        "external_id": external_id,
         "status": state.status,
         "owner": state.owner,
         "team": state.team,
@@ -112,6 +156,9 @@ def lead_values(
 class Appended:
     inserted: set[str]  # ids of the events that were new to the log
     histories: dict[int, list[LeadEvent]]  # whole history, of the leads asked for that changed
+
+
+VALUE_COLUMNS = tuple(lead_values("", []))
 
 
 async def append_events(

@@ -12,22 +12,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
+from service.cycle_rows import CycleRow, lock_cycles, save_cycles
 from service.event_log import (
+    LeadRow,
     append_events,
     create_leads,
     lead_values,
     load_histories,
     lock_leads,
     lock_leads_by_crm_id,
+    save_leads,
 )
-from service.models import Cycle, Lead
 from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
-from service.repository import chunks, is_postgresql
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
 from service.sla.types import LeadEvent, LeadState, lead_states, sort_and_dedupe
 from service.status_entries import StatusChanges, sync_status_entries
@@ -85,7 +85,7 @@ async def store_delivery(
             new_events[leads[event.lead.id].id].add(event.event_id)
     # Leads created just now have no other history and no cycles: nothing to read back.
     before = [lead for lead in stored.values() if lead.id in new_events]
-    cycles = await _lock_cycles(session, [lead.id for lead in before])
+    cycles = await lock_cycles(session, [lead.id for lead in before])
     for lead in created.values():
         histories[lead.id] = sort_and_dedupe(
             [event for event in delivered[lead.external_id] if event.event_id in inserted]
@@ -113,78 +113,54 @@ async def rederive_leads(
     leads = await lock_leads(session, lead_pks)
     pks = [lead.id for lead in leads]
     histories = await load_histories(session, pks)
-    cycles = await _lock_cycles(session, pks)
+    cycles = await lock_cycles(session, pks)
     return await _rederive(session, leads, histories, cycles, {}, now, policies, recompute)
-
-
-_CYCLES_OF_LEADS = (
-    select(Cycle)
-    .where(Cycle.lead_id.in_(bindparam("keys", expanding=True)))
-    .order_by(Cycle.id)
-    .execution_options(populate_existing=True)
-)
-_CYCLES = (_CYCLES_OF_LEADS, _CYCLES_OF_LEADS.with_for_update())  # as SQLite, as PostgreSQL
-
-
-async def _lock_cycles(
-    session: AsyncSession, lead_pks: Sequence[int]
-) -> dict[int, dict[tuple[str, int], Cycle]]:
-    """The leads' cycles, locked too (after their leads), so that a breach the sweep is
-    announcing right now is seen, and corrected if need be, rather than overwritten."""
-    existing: dict[int, dict[tuple[str, int], Cycle]] = defaultdict(dict)
-    query = _CYCLES[1] if is_postgresql(session) else _CYCLES[0]
-    for part in chunks(sorted(lead_pks)):
-        for cycle in (await session.scalars(query, {"keys": list(part)})).all():
-            existing[cycle.lead_id][(cycle.policy_id, cycle.number)] = cycle
-    return existing
 
 
 async def _rederive(
     session: AsyncSession,
-    leads: Sequence[Lead],
+    leads: Sequence[LeadRow],
     histories: Mapping[int, list[LeadEvent]],
-    cycles: Mapping[int, dict[tuple[str, int], Cycle]],
+    cycles: Mapping[int, dict[tuple[str, int], CycleRow]],
     new_events: Mapping[int, set[str]],
     now: datetime,
     policies: LoadedPolicies,
     recompute: bool = False,
 ) -> int:
-    """Fold each lead's history onto its row and cycles; ``new_events`` are the ids this
-    delivery added, which is all that can have changed the lead's status entries."""
+    """Fold each lead's history onto its row and cycles, then write what changed; ``new_events``
+    are the ids this delivery added, which is all that can have changed the status entries."""
     changed = 0
     status_changes = {}
+    rows: list[CycleRow] = []
     for lead in leads:
         history = histories.get(lead.id, [])
         states = lead_states(history)  # folded once, read by the lead row and every policy
-        _update_lead(lead, lead_values(lead.external_id, history, states))
+        lead.update(lead_values(lead.external_id, history, states))
         changed += await _reconcile_cycles(
-            session, lead, history, states, cycles.get(lead.id, {}), now, policies, recompute
-        )
+            session, lead, history, states, cycles.get(lead.id, {}), rows, now, policies,
+            recompute,
+        )  # fmt: skip
         if lead.id in new_events:
             status_changes[lead.id] = StatusChanges(history, states, new_events[lead.id])
+    await save_leads(session, leads)
+    await save_cycles(session, rows)
     await sync_status_entries(session, status_changes)
-    await session.flush()
     return changed
-
-
-def _update_lead(lead: Lead, values: Mapping[str, Any]) -> None:
-    """Assign only what changed, so the lead row is written only when the fold moved it."""
-    for name, value in values.items():
-        if getattr(lead, name) != value:
-            setattr(lead, name, value)
 
 
 async def _reconcile_cycles(
     session: AsyncSession,
-    lead: Lead,
+    lead: LeadRow,
     events: Sequence[LeadEvent],
     states: Sequence[LeadState],
-    existing: dict[tuple[str, int], Cycle],
+    existing: dict[tuple[str, int], CycleRow],
+    to_save: list[CycleRow],
     now: datetime,
     policies: LoadedPolicies,
     recompute: bool = False,
 ) -> int:
-    """Bring the lead's cycle rows in line with a fresh fold.
+    """Bring the lead's cycle rows in line with a fresh fold; every row it keeps, changes, adds
+    or deletes is appended to ``to_save``.
 
     A row is the cycle its start event began, not a position: when a late event adds an earlier
     cycle, the numbers shift but each row keeps its own history — what fired, what was
@@ -194,8 +170,8 @@ async def _reconcile_cycles(
     policy_set = policies.policy_set
     changed = 0
     active = {policy.id for policy in policy_set.policies}
-    derived: list[tuple[CycleResult, Cycle | None]] = []
-    leftovers: list[Cycle] = []
+    derived: list[tuple[CycleResult, CycleRow | None]] = []
+    leftovers: list[CycleRow] = []
     for policy in policy_set.policies:
         rows = [row for (policy_id, _), row in existing.items() if policy_id == policy.id]
         results = derive_cycles(policy, events, now, policies.calendars, states=states)
@@ -216,19 +192,15 @@ async def _reconcile_cycles(
         # A late event can mean this cycle never started. Cycles of policies no longer loaded
         # stay as history.
         if row.policy_id in active:
-            await session.delete(row)
+            row.deleted = True
+            to_save.append(row)
             changed += 1
-    moved = [(result, row) for result, row in derived if row and row.number != result.number]
-    if leftovers or moved:
-        for _, row in moved:  # out of the way first: (lead, policy, number) is unique
-            row.number = -row.id
-        await session.flush()
-        for result, row in moved:
-            row.number = result.number
+    for result, kept in derived:
+        if kept is not None:
+            kept.number = result.number  # a late event can add an earlier cycle
     for result, found in derived:
         if found is None:
             row = _new_cycle(lead, result, policies.version, now)
-            session.add(row)
             metrics.CYCLES_STARTED.labels(metrics.LABELS.policy(result.policy_id)).inc()
             changed += 1
         else:
@@ -238,14 +210,15 @@ async def _reconcile_cycles(
             if _apply_result(row, result, now):
                 changed += 1
         await _announce_outcome(session, row, result, lead, now, policies)
+        to_save.append(row)
     return changed
 
 
-def _match_rows(results: Sequence[CycleResult], rows: Sequence[Cycle]) -> list[Cycle | None]:
+def _match_rows(results: Sequence[CycleResult], rows: Sequence[CycleRow]) -> list[CycleRow | None]:
     """The stored row of each derived cycle: the one its start event began; failing that (a
     late event moved the start, e.g. an older "mql" re-sent), the row in the same position."""
     by_start = {row.details.get("start_event_id"): row for row in rows}
-    matched: list[Cycle | None] = [by_start.pop(r.start_event_id, None) for r in results]
+    matched: list[CycleRow | None] = [by_start.pop(r.start_event_id, None) for r in results]
     by_number = {row.number: row for row in by_start.values()}
     return [
         row if row is not None else by_number.pop(result.number, None)
@@ -253,23 +226,20 @@ def _match_rows(results: Sequence[CycleResult], rows: Sequence[Cycle]) -> list[C
     ]
 
 
-def _new_cycle(lead: Lead, result: CycleResult, version: str, now: datetime) -> Cycle:
-    row = Cycle(
+def _new_cycle(lead: LeadRow, result: CycleResult, version: str, now: datetime) -> CycleRow:
+    row = CycleRow(
         lead_id=lead.id,
         policy_id=result.policy_id,
         number=result.number,
         policy_version=version,
         kind=result.kind,
-        fired=[],
-        at_risk=False,
-        announced_outcome=None,
-        details={},
+        started_at=result.started_at,
     )
     _apply_result(row, result, now)
     return row
 
 
-def _apply_result(row: Cycle, result: CycleResult, now: datetime) -> bool:
+def _apply_result(row: CycleRow, result: CycleResult, now: datetime) -> bool:
     """Copy a derived cycle onto its row; True if anything a user would see changed.
 
     Only values that differ are assigned, so an event that leaves a cycle as it was costs no
@@ -325,9 +295,9 @@ def _pause_json(
 
 async def _announce_outcome(
     session: AsyncSession,
-    row: Cycle,
+    row: CycleRow,
     result: CycleResult,
-    lead: Lead,
+    lead: LeadRow,
     now: datetime,
     policies: LoadedPolicies,
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Insert
+from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +20,7 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def insert_ignoring_conflicts(session: AsyncSession, model: type[Base]) -> Insert:
+def insert_ignoring_conflicts(session: AsyncSession, model: type[Base] | Table) -> Insert:
     """``INSERT ... ON CONFLICT DO NOTHING`` in the session's dialect: how the event log and the
     outbox make redelivery and double-firing no-ops."""
     dialect = session.get_bind().dialect.name

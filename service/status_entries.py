@@ -11,9 +11,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert
+from sqlalchemy import Table, bindparam, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.bulk import insert_rows
 from service.models import StatusEntryRow
 from service.sla.types import LeadEvent, LeadState
 from service.sla.volume import StatusEntry, status_entries
@@ -66,4 +67,4 @@ async def sync_status_entries(session: AsyncSession, leads: Mapping[int, StatusC
     if stale:  # a changed entry is replaced: (lead, event) is unique
         await session.execute(_DELETE, stale)
     if added:
-        await session.execute(insert(_TABLE), added)
+        await insert_rows(session, _TABLE, added)

@@ -1,0 +1,107 @@
+"""SLA cycles as ingest reads and writes them: plain rows, locked a delivery at a time and saved
+in a few set-based statements instead of one per row.
+
+Rows are compared with what was read to decide what to write, so values are replaced, never
+changed in place (``row.fired = [*row.fired, step]``, not ``row.fired.append(step)``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.bulk import insert_rows, update_rows
+from service.models import Cycle
+from service.repository import chunks, is_postgresql
+
+CYCLES = cast(Table, Cycle.__table__)
+
+
+@dataclass(slots=True, kw_only=True, eq=False)
+class CycleRow:
+    """One row of ``sla_cycles`` (see ``models.Cycle`` for what each column means)."""
+
+    id: int = 0  # 0 until stored (ids start at 1)
+    lead_id: int
+    policy_id: str
+    number: int
+    policy_version: str
+    kind: str
+    state: str = "running"
+    open: bool = True
+    owner: str | None = None
+    team: str | None = None
+    started_at: datetime
+    due_at: datetime | None = None
+    stopped_at: datetime | None = None
+    breached_at: datetime | None = None
+    target_seconds: int | None = None
+    elapsed_business_seconds: float | None = None
+    attempts: int | None = None
+    schedule: list[Any] = field(default_factory=list)
+    fired: list[Any] = field(default_factory=list)
+    next_fire_at: datetime | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    at_risk: bool = False
+    announced_outcome: str | None = None
+    updated_at: datetime | None = None
+    read: tuple[Any, ...] | None = field(default=None, repr=False)  # the values as loaded
+    deleted: bool = field(default=False, repr=False)
+
+    def columns(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMNS}
+
+    @property
+    def changed(self) -> bool:
+        return self.read is not None and self.read != tuple(getattr(self, n) for n in COLUMNS)
+
+
+COLUMNS = tuple(f.name for f in fields(CycleRow) if f.name not in ("read", "deleted"))
+assert set(COLUMNS) == set(CYCLES.c.keys()), "CycleRow must mirror sla_cycles"
+
+_NUMBER = COLUMNS.index("number")
+_OF_LEADS = select(CYCLES).where(CYCLES.c.lead_id.in_(bindparam("keys", expanding=True)))
+_OF_LEADS_LOCKED = _OF_LEADS.order_by(CYCLES.c.id).with_for_update()
+
+
+async def lock_cycles(
+    session: AsyncSession, lead_pks: Sequence[int]
+) -> dict[int, dict[tuple[str, int], CycleRow]]:
+    """The leads' cycles by (policy, number), locked on PostgreSQL (after their leads), so that
+    a breach the sweep is announcing right now is seen, and corrected if need be, rather than
+    overwritten."""
+    found: dict[int, dict[tuple[str, int], CycleRow]] = defaultdict(dict)
+    query = _OF_LEADS_LOCKED if is_postgresql(session) else _OF_LEADS
+    for part in chunks(sorted(lead_pks)):
+        for values in (await session.execute(query, {"keys": list(part)})).mappings():
+            row = CycleRow(**values)
+            row.read = tuple(getattr(row, n) for n in COLUMNS)
+            found[row.lead_id][(row.policy_id, row.number)] = row
+    return found
+
+
+async def save_cycles(session: AsyncSession, rows: Sequence[CycleRow]) -> None:
+    """Write what changed: deletions first, then renumbered rows out of the way (``(lead,
+    policy, number)`` is unique), then updates, then new rows, which may take freed numbers."""
+    deleted = [row.id for row in rows if row.deleted and row.id]
+    for part in chunks(deleted):
+        await session.execute(delete(CYCLES).where(CYCLES.c.id.in_(part)))
+    stored = [row for row in rows if row.id and not row.deleted and row.changed]
+    moved = [
+        row.id for row in stored if row.read and row.read[COLUMNS.index("number")] != row.number
+    ]
+    if moved:
+        await session.execute(
+            update(CYCLES).where(CYCLES.c.id.in_(moved)).values(number=-CYCLES.c.id)
+        )
+    await update_rows(session, CYCLES, [row.columns() for row in stored])
+    added = [row.columns() for row in rows if not row.id]
+    for values in added:
+        del values["id"]
+    await insert_rows(session, CYCLES, added)
