@@ -1,57 +1,70 @@
-"""Writing many rows in one statement: over arrays (``unnest``) on PostgreSQL, where executing a
-statement per row costs more than everything else a delivery does, and as an executemany on
-SQLite, where statements are cheap in-process calls."""
+"""Writing many rows of several tables at once.
+
+On PostgreSQL every table's rows travel as arrays (``unnest``) and all the tables go in one
+statement, a data-modifying CTE each: executing a statement per row, or even per table, costs
+more than everything else a delivery does. On SQLite each table is an executemany, since
+statements there are cheap in-process calls.
+
+The writes of one call must not depend on each other's order (on PostgreSQL they all see the
+same snapshot): anything that must happen first, such as freeing a unique key, goes in an
+earlier call.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import JSON, Column, Table, TextClause, bindparam, text, update
+from sqlalchemy import JSON, Column, Table, bindparam, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.repository import chunks, is_postgresql
+from service.repository import is_postgresql
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows that all have the same keys."""
-    if not rows:
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Rows to insert into, or update by ``id`` in, one table; every row has the same keys."""
+
+    action: Literal["insert", "update"]
+    table: Table
+    rows: Sequence[dict[str, Any]]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.rows[0])
+
+
+async def write(session: AsyncSession, *writes: Write) -> None:
+    todo = [w for w in writes if w.rows]
+    if not todo:
         return
     if not is_postgresql(session):
-        await session.execute(table.insert(), list(rows))
+        for w in todo:
+            if w.action == "insert":
+                await session.execute(w.table.insert(), list(w.rows))
+            else:
+                await session.execute(_sqlite_update(w.table, w.columns), _sqlite_params(w))
         return
-    names = tuple(rows[0])
-    for part in chunks(rows, 5000):
-        await session.execute(_pg_insert(table, names), _arrays(table, names, part))
+    shapes = tuple((w.action, w.table, w.columns) for w in todo)
+    params: dict[str, Any] = {}
+    for index, w in enumerate(todo):
+        params.update(_arrays(w, f"w{index}_"))
+    await session.execute(_pg_statement(shapes), params)
 
 
-async def update_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Update rows by ``id``; every row sets the same columns (the keys besides ``id``)."""
-    if not rows:
-        return
-    names = tuple(name for name in rows[0] if name != "id")
-    if not is_postgresql(session):
-        await session.execute(
-            _sqlite_update(table, names),
-            [{"row_id": row["id"], **{f"new_{n}": row[n] for n in names}} for row in rows],
-        )
-        return
-    for part in chunks(rows, 5000):
-        await session.execute(_pg_update(table, names), _arrays(table, ("id", *names), part))
-
-
-def _arrays(table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    arrays: dict[str, Any] = {}
-    for name in names:
-        values = [row[name] for row in rows]
-        if isinstance(table.c[name].type, JSON):  # sent as text, cast back in the statement
+def _arrays(w: Write, prefix: str) -> dict[str, list[Any]]:
+    arrays = {}
+    for name in w.columns:
+        values = [row[name] for row in w.rows]
+        if isinstance(w.table.c[name].type, JSON):  # sent as text, cast back in the statement
             values = [None if v is None else json.dumps(v) for v in values]
-        arrays[name] = values
+        arrays[prefix + name] = values
     return arrays
 
 
@@ -59,31 +72,35 @@ def _element(column: Column[Any]) -> str:
     return "text" if isinstance(column.type, JSON) else column.type.compile(dialect=_PG)
 
 
-def _unnest(table: Table, names: Sequence[str]) -> str:
-    arrays = ", ".join(f"CAST(:{n} AS {_element(table.c[n])}[])" for n in names)
-    return f"unnest({arrays}) AS u({', '.join(names)})"
-
-
-def _value(table: Table, name: str) -> str:
-    return f"CAST(u.{name} AS json)" if isinstance(table.c[name].type, JSON) else f"u.{name}"
-
-
 @cache
-def _pg_insert(table: Table, names: tuple[str, ...]) -> TextClause:
-    values = ", ".join(_value(table, n) for n in names)
-    return text(
-        f"INSERT INTO {table.name} ({', '.join(names)}) "
-        f"SELECT {values} FROM {_unnest(table, names)}"
-    )
+def _pg_statement(shapes: tuple[tuple[str, Table, tuple[str, ...]], ...]) -> Any:
+    parts = []
+    for index, (action, table, names) in enumerate(shapes):
+        prefix = f"w{index}_"
+        arrays = ", ".join(f"CAST(:{prefix}{n} AS {_element(table.c[n])}[])" for n in names)
+        source = f"unnest({arrays}) AS u({', '.join(names)})"
+        value = {
+            n: f"CAST(u.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"u.{n}"
+            for n in names
+        }
+        if action == "insert":
+            parts.append(
+                f"INSERT INTO {table.name} ({', '.join(names)}) "
+                f"SELECT {', '.join(value.values())} FROM {source}"
+            )
+        else:
+            assignments = ", ".join(f"{n} = {value[n]}" for n in names if n != "id")
+            parts.append(
+                f"UPDATE {table.name} AS t SET {assignments} FROM {source} WHERE t.id = u.id"
+            )
+    if len(parts) == 1:
+        return text(parts[0])
+    ctes = ", ".join(f"w{index} AS ({part})" for index, part in enumerate(parts))
+    return text(f"WITH {ctes} SELECT 1")
 
 
-@cache
-def _pg_update(table: Table, names: tuple[str, ...]) -> TextClause:
-    assignments = ", ".join(f"{n} = {_value(table, n)}" for n in names)
-    return text(
-        f"UPDATE {table.name} AS t SET {assignments} "
-        f"FROM {_unnest(table, ('id', *names))} WHERE t.id = u.id"
-    )
+def _sqlite_params(w: Write) -> list[dict[str, Any]]:
+    return [{f"new_{name}": value for name, value in row.items()} for row in w.rows]
 
 
 @cache
@@ -91,6 +108,6 @@ def _sqlite_update(table: Table, names: tuple[str, ...]) -> Any:
     # Bind names differ from column names: SQLAlchemy reserves those for its own SET clause.
     return (
         update(table)
-        .where(table.c.id == bindparam("row_id"))
-        .values({n: bindparam(f"new_{n}", type_=table.c[n].type) for n in names})
+        .where(table.c.id == bindparam("new_id"))
+        .values({n: bindparam(f"new_{n}", type_=table.c[n].type) for n in names if n != "id"})
     )

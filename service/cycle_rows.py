@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.bulk import insert_rows, update_rows
+from service.bulk import Write
 from service.models import Cycle
 from service.repository import chunks, is_postgresql
 
@@ -86,22 +86,28 @@ async def lock_cycles(
     return found
 
 
-async def save_cycles(session: AsyncSession, rows: Sequence[CycleRow]) -> None:
-    """Write what changed: deletions first, then renumbered rows out of the way (``(lead,
-    policy, number)`` is unique), then updates, then new rows, which may take freed numbers."""
+async def free_cycle_keys(session: AsyncSession, rows: Sequence[CycleRow]) -> None:
+    """Delete the cycles a late event undid and move renumbered ones out of the way, before
+    ``cycle_writes``: ``(lead, policy, number)`` is unique, and a new or updated row may take a
+    number freed here."""
     deleted = [row.id for row in rows if row.deleted and row.id]
     for part in chunks(deleted):
         await session.execute(delete(CYCLES).where(CYCLES.c.id.in_(part)))
-    stored = [row for row in rows if row.id and not row.deleted and row.changed]
     moved = [
-        row.id for row in stored if row.read and row.read[COLUMNS.index("number")] != row.number
+        row.id
+        for row in rows
+        if row.id and not row.deleted and row.read and row.read[_NUMBER] != row.number
     ]
     if moved:
         await session.execute(
             update(CYCLES).where(CYCLES.c.id.in_(moved)).values(number=-CYCLES.c.id)
         )
-    await update_rows(session, CYCLES, [row.columns() for row in stored])
-    added = [row.columns() for row in rows if not row.id]
-    for values in added:
-        del values["id"]
-    await insert_rows(session, CYCLES, added)
+
+
+def cycle_writes(rows: Sequence[CycleRow]) -> list[Write]:
+    """The changed cycles' updates and the new ones' inserts."""
+    updates = [row.columns() for row in rows if row.id and not row.deleted and row.changed]
+    inserts = [row.columns() for row in rows if not row.id]
+    for values in inserts:
+        del values["id"]  # assigned by the database
+    return [Write("update", CYCLES, updates), Write("insert", CYCLES, inserts)]

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.bulk import update_rows
+from service.bulk import Write
 from service.event_codec import event_from_json, event_to_json
 from service.models import Lead, LeadEventRow, RawRequest
 from service.repository import chunks, insert_ignoring_conflicts, is_postgresql
@@ -120,9 +120,10 @@ async def create_leads(
     return created
 
 
-async def save_leads(session: AsyncSession, leads: Iterable[LeadRow]) -> None:
-    await update_rows(
-        session, LEADS, [{"id": lead.id, **lead.values} for lead in leads if lead.changed]
+def lead_writes(leads: Iterable[LeadRow]) -> Write:
+    """The updates of the leads a fold changed."""
+    return Write(
+        "update", LEADS, [{"id": lead.id, **lead.values} for lead in leads if lead.changed]
     )
 
 

@@ -15,22 +15,23 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
-from service.cycle_rows import CycleRow, lock_cycles, save_cycles
+from service.bulk import write
+from service.cycle_rows import CycleRow, cycle_writes, free_cycle_keys, lock_cycles
 from service.event_log import (
     LeadRow,
     append_events,
     create_leads,
     lead_values,
+    lead_writes,
     load_histories,
     lock_leads,
     lock_leads_by_crm_id,
-    save_leads,
 )
 from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
 from service.sla.types import LeadEvent, LeadState, lead_states, sort_and_dedupe
-from service.status_entries import StatusChanges, sync_status_entries
+from service.status_entries import StatusChanges, status_entry_writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +143,9 @@ async def _rederive(
         )  # fmt: skip
         if lead.id in new_events:
             status_changes[lead.id] = StatusChanges(history, states, new_events[lead.id])
-    await save_leads(session, leads)
-    await save_cycles(session, rows)
-    await sync_status_entries(session, status_changes)
+    await free_cycle_keys(session, rows)
+    entries = await status_entry_writes(session, status_changes)
+    await write(session, lead_writes(leads), *cycle_writes(rows), entries)
     return changed
 
 

@@ -14,7 +14,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.bulk import insert_rows
+from service.bulk import Write
 from service.models import StatusEntryRow
 from service.sla.types import LeadEvent, LeadState
 from service.sla.volume import StatusEntry, status_entries
@@ -44,7 +44,9 @@ class StatusChanges:
         return {e.event_id: e for e in status_entries(earlier)}, after
 
 
-async def sync_status_entries(session: AsyncSession, leads: Mapping[int, StatusChanges]) -> None:
+async def status_entry_writes(session: AsyncSession, leads: Mapping[int, StatusChanges]) -> Write:
+    """Delete the entries the changes made stale (or changed), and return the inserts of the
+    entries they added, to be written with the rest of the delivery."""
     stale: list[dict[str, Any]] = []
     added: list[dict[str, Any]] = []
     for lead_pk, changes in leads.items():
@@ -66,5 +68,4 @@ async def sync_status_entries(session: AsyncSession, leads: Mapping[int, StatusC
                 )
     if stale:  # a changed entry is replaced: (lead, event) is unique
         await session.execute(_DELETE, stale)
-    if added:
-        await insert_rows(session, _TABLE, added)
+    return Write("insert", _TABLE, added)
