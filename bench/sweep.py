@@ -4,7 +4,8 @@ open cycles.
 Drain: the database holds N open ``disposition`` cycles (one ``breach`` step, as ingest writes
 them for a lead that turned MQL more than 24 h ago), all with ``next_fire_at`` in the past. The
 run starts at ``t0`` with everything due and calls ``service.sweep.sweep(sessions, t0, ...)``
-with the service's own engine settings and default batch size. Figures:
+with the service's own engine settings and default batch size and concurrency
+(``LEAD_SLA_SWEEP_CONCURRENCY`` transactions at once). Figures:
 
 - fired/s: steps fired / wall time of the whole ``sweep`` call (target >= 20,000/s);
 - fire lag: per timer, the wall time at which the transaction holding its outbox row committed

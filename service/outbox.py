@@ -119,7 +119,7 @@ def cycle_payload(
     }
 
 
-def _pg_rfc3339(column: str) -> str:
+def pg_rfc3339(column: str) -> str:
     """``rfc3339`` in PostgreSQL: UTC with a ``Z``, microseconds only when there are any."""
     return (
         f"to_char({column} AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', {column}) = "
@@ -146,8 +146,8 @@ def pg_cycle_payload(message: str, cycle: str) -> str:
                             'team', {cycle}.team, 'status', l.status)
                  FROM leads AS l WHERE l.id = {cycle}.lead_id),
         'sla', json_build_object(
-            'started_at', {_pg_rfc3339(f"{cycle}.started_at")},
-            'due_at', {_pg_rfc3339(f"{cycle}.due_at")},
+            'started_at', {pg_rfc3339(f"{cycle}.started_at")},
+            'due_at', {pg_rfc3339(f"{cycle}.due_at")},
             'state', {message}.state,
             'elapsed_business_seconds', CAST({message}.elapsed AS json),
             'remaining_business_seconds', CAST({message}.remaining AS json),

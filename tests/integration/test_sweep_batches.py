@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,10 +22,10 @@ from service.db import create_engine, session_factory
 from service.event_codec import event_from_json
 from service.ingest import store_delivery
 from service.models import Cycle, OutboxMessage
-from service.outbox import _pg_rfc3339
+from service.outbox import pg_rfc3339
 from service.policies import PolicyStore
 from service.runtime import Runtime, build_runtime
-from service.sweep import _fire_batch_portable, fire_due_batch, sweep
+from service.sweep import _fire_batch_rows, _fire_batch_statement, sweep
 from tests.conftest import PG_URL, Receiver
 from tests.helpers import status
 from tests.workers import environment, expected_keys, read_scalar, seed_cycles, write_policy
@@ -123,10 +124,17 @@ policies:
     notify:
       reminder: [{channel: log, to: owner}]
       breach: [{channel: log, to: manager}]
+  - id: tie  # a reminder 0.2345 s in, which Python rounds to 0.234
+    start: {status: [mql]}
+    stop: {activity: [call]}
+    target: 200s
+    reminders: [{at: 0.11725%}]
+    notify:
+      reminder: [{channel: log, to: owner}]
 """
 OWNERS = ("rep-1", "rep-2", "rep-9", None)
 # minutes since each lead became an MQL when the compared sweep runs
-AGES = (3, 5.5, 10, 30.5, 35, 45.5, 55, 59.999, 60.5, 61, 65, 75, 95, 100, 180)
+AGES = (1, 3, 5.5, 10, 30.5, 35, 45.5, 55, 59.999, 60, 60.5, 61, 65, 75, 95, 100, 180)
 
 
 @pytest.fixture
@@ -153,6 +161,11 @@ async def test_batch_statements_write_what_the_row_by_row_path_writes(
             events.append(event_from_json(status(f"e{i}", f"L-{i}", started, "mql", **lead)))
         async with sessions() as session, session.begin():
             await store_delivery(session, "generic", events, None, now, policies)
+            # as stored when each lead became an MQL, long before its deadline passed
+            await session.execute(text(
+                "UPDATE sla_cycles SET state = 'running', breached_at = NULL "
+                "WHERE state = 'breached'"
+            ))  # fmt: skip
         # an earlier sweep leaves some cycles with steps fired, at risk or breached already
         await sweep(sessions, now - timedelta(minutes=25), policies)
         async with sessions() as session, session.begin():
@@ -161,20 +174,35 @@ async def test_batch_statements_write_what_the_row_by_row_path_writes(
                 "UPDATE sla_cycles SET details = CAST(CAST(details AS jsonb) || '{\"round\": 2}' "
                 "AS json) WHERE id % 4 = 1"
             ))  # fmt: skip
+            # a step in ``fired`` is neither fired again nor waited for
+            await session.execute(text(
+                "UPDATE sla_cycles SET fired = CAST(CAST(fired AS jsonb) || '[\"escalation-1\"]' "
+                "AS json) WHERE policy_id = 'touch' AND lead_id % 3 = 0"
+            ))  # fmt: skip
             # an outcome counted already is not counted again
             await session.execute(text(
                 "UPDATE sla_cycles SET details = CAST(CAST(details AS jsonb) "
                 "|| '{\"outcome_counted\": \"breached\"}' AS json) WHERE id % 5 = 2"
             ))  # fmt: skip
 
+        by_statement: list[int] = []
+        tie_cycles = await read_scalar(
+            database_url,
+            "SELECT count(*) FROM sla_cycles WHERE policy_id = 'tie' AND next_fire_at IS NOT NULL",
+        )
+
         async def outcome(batch_statements: bool) -> tuple[Any, ...]:
             async with sessions() as session, session.begin():
-                if batch_statements:
-                    claimed, fired = await fire_due_batch(session, now, policies, 1000, 60.0)
-                else:
-                    claimed, fired = await _fire_batch_portable(
+                claimed = fired = 0
+                if batch_statements:  # as fire_due_batch does on PostgreSQL
+                    claimed, fired = await _fire_batch_statement(
                         session, now, policies.policy_set, 1000, 60.0
                     )
+                    by_statement.append(claimed)
+                more, more_fired = await _fire_batch_rows(
+                    session, now, policies.policy_set, 1000 - claimed, 60.0
+                )
+                claimed, fired = claimed + more, fired + more_fired
                 cycles = [
                     (c.id, c.state, c.breached_at, c.at_risk, c.announced_outcome, c.fired,
                      c.details, c.next_fire_at, c.updated_at)
@@ -194,8 +222,15 @@ async def test_batch_statements_write_what_the_row_by_row_path_writes(
             return claimed, fired, cycles, messages
 
         expected = await outcome(batch_statements=False)
-        assert await outcome(batch_statements=True) == expected
+        got = await outcome(batch_statements=True)
+        assert got[:3] == expected[:3]  # claimed, fired, every cycle column
+        assert sorted(got[3]) == sorted(expected[3])  # every notification
+        # each cycle's notifications in firing order (cycles due at the same instant may
+        # interleave differently)
+        assert _keys_by_cycle(got[3]) == _keys_by_cycle(expected[3])
         claimed, fired, _, messages = expected
+        # the batch statement did the work, except for the cycles it leaves to Python
+        assert tie_cycles > 0 and by_statement[0] == claimed - tie_cycles
         # the scenario reaches what it is meant to: every kind of step, several recipients,
         # rounds, reminders superseded by the breach
         assert claimed > 20 and fired > claimed
@@ -207,8 +242,16 @@ async def test_batch_statements_write_what_the_row_by_row_path_writes(
         bodies = "".join(m[6] for m in messages)
         assert '"elapsed_business_seconds": 308.729' in bodies  # 71.3% of 433 s
         assert '"remaining_business_seconds": 124.271' in bodies
+        assert '"elapsed_business_seconds": 0.234' in bodies  # not 0.235
     finally:
         await engine.dispose()
+
+
+def _keys_by_cycle(messages: list[tuple[Any, ...]]) -> dict[int, list[str]]:
+    keys: dict[int, list[str]] = defaultdict(list)
+    for key, cycle_id, *_ in messages:
+        keys[cycle_id].append(key)
+    return keys
 
 
 @pytest.mark.skipif(not PG_URL, reason="PostgreSQL's rendering of an instant")
@@ -229,8 +272,7 @@ async def test_instants_in_bodies_read_as_rfc3339_does(
         async with engine.connect() as connection:
             rendered = await connection.scalar(
                 text(
-                    f"SELECT {_pg_rfc3339('t.at')} "
-                    "FROM (SELECT CAST(:at AS timestamptz) AS at) AS t"
+                    f"SELECT {pg_rfc3339('t.at')} FROM (SELECT CAST(:at AS timestamptz) AS at) AS t"
                 ).bindparams(at=instant),
             )
     finally:
