@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import JSON, Column, Table, bindparam, text, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.repository import is_postgresql
@@ -72,31 +72,66 @@ def _element(column: Column[Any]) -> str:
     return "text" if isinstance(column.type, JSON) else column.type.compile(dialect=_PG)
 
 
+def _insert_sql(table: Table, names: tuple[str, ...], prefix: str) -> str:
+    value = ", ".join(
+        f"CAST(u.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"u.{n}" for n in names
+    )
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"SELECT {value} FROM {_unnest(table, names, prefix)}"
+    )
+
+
+def _update_sql(table: Table, names: tuple[str, ...], prefix: str) -> str:
+    assignments = ", ".join(
+        f"{n} = CAST(u.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"{n} = u.{n}"
+        for n in names
+        if n != "id"
+    )
+    return (
+        f"UPDATE {table.name} AS t SET {assignments} "
+        f"FROM {_unnest(table, names, prefix)} WHERE t.id = u.id"
+    )
+
+
+def _unnest(table: Table, names: tuple[str, ...], prefix: str) -> str:
+    arrays = ", ".join(f"CAST(:{prefix}{n} AS {_element(table.c[n])}[])" for n in names)
+    return f"unnest({arrays}) AS u({', '.join(names)})"
+
+
 @cache
 def _pg_statement(shapes: tuple[tuple[str, Table, tuple[str, ...]], ...]) -> Any:
-    parts = []
-    for index, (action, table, names) in enumerate(shapes):
-        prefix = f"w{index}_"
-        arrays = ", ".join(f"CAST(:{prefix}{n} AS {_element(table.c[n])}[])" for n in names)
-        source = f"unnest({arrays}) AS u({', '.join(names)})"
-        value = {
-            n: f"CAST(u.{n} AS json)" if isinstance(table.c[n].type, JSON) else f"u.{n}"
-            for n in names
-        }
-        if action == "insert":
-            parts.append(
-                f"INSERT INTO {table.name} ({', '.join(names)}) "
-                f"SELECT {', '.join(value.values())} FROM {source}"
-            )
-        else:
-            assignments = ", ".join(f"{n} = {value[n]}" for n in names if n != "id")
-            parts.append(
-                f"UPDATE {table.name} AS t SET {assignments} FROM {source} WHERE t.id = u.id"
-            )
+    parts = [
+        (_insert_sql if action == "insert" else _update_sql)(table, names, f"w{index}_")
+        for index, (action, table, names) in enumerate(shapes)
+    ]
     if len(parts) == 1:
         return text(parts[0])
     ctes = ", ".join(f"w{index} AS ({part})" for index, part in enumerate(parts))
     return text(f"WITH {ctes} SELECT 1")
+
+
+async def insert_new(
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], returning: Sequence[str]
+) -> list[Any]:
+    """Insert the rows whose unique keys are free (the others are skipped) and return
+    ``returning`` of those inserted."""
+    if not rows:
+        return []
+    if not is_postgresql(session):
+        statement = sqlite.insert(table).values(list(rows)).on_conflict_do_nothing()
+        return list(await session.execute(statement.returning(*(table.c[n] for n in returning))))
+    w = Write("insert", table, rows)
+    statement = _pg_insert_new(table, w.columns, tuple(returning))
+    return list(await session.execute(statement, _arrays(w, "w0_")))
+
+
+@cache
+def _pg_insert_new(table: Table, names: tuple[str, ...], returning: tuple[str, ...]) -> Any:
+    insert = _insert_sql(table, names, "w0_")
+    return text(f"{insert} ON CONFLICT DO NOTHING RETURNING {', '.join(returning)}").columns(
+        *(table.c[n] for n in returning)
+    )
 
 
 def _sqlite_params(w: Write) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.bulk import Write
+from service.bulk import Write, insert_new
 from service.event_codec import event_from_json, event_to_json
 from service.models import Lead, LeadEventRow, RawRequest
 from service.repository import chunks, insert_ignoring_conflicts, is_postgresql
@@ -113,9 +113,7 @@ async def create_leads(
     rows = [{"source": source, "external_id": ext, **v} for ext, v in values.items()]
     created: dict[str, LeadRow] = {}
     for part in chunks(rows):
-        statement = insert_ignoring_conflicts(session, LEADS).values(list(part))
-        returned = await session.execute(statement.returning(LEADS.c.id, LEADS.c.external_id))
-        for pk, external_id in returned:
+        for pk, external_id in await insert_new(session, LEADS, part, ("id", "external_id")):
             created[external_id] = LeadRow(pk, source, external_id, values[external_id])
     return created
 
