@@ -14,6 +14,7 @@ database, to show what the load generator itself can drive.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -72,8 +73,6 @@ def create_app(database_url: str, pool_size: int) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(database_url, pool_size)
-        async with engine.begin() as connection:
-            await connection.run_sync(metadata.create_all)
         app.state.sessions = session_factory(engine)
         try:
             yield
@@ -119,6 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("loopback only")
+    asyncio.run(_create_table(args.database_url))  # once, before any worker process starts
     options = {"host": args.host, "port": args.port, "log_level": "warning", "access_log": False}
     if args.workers > 1:  # as the service does it: each process builds its app
         os.environ.update(BASELINE_DATABASE_URL=args.database_url,
@@ -127,6 +127,13 @@ def main() -> None:
                     app_dir=str(Path(__file__).parent), **options)  # fmt: skip
         return
     uvicorn.run(create_app(args.database_url, args.pool_size), **options)
+
+
+async def _create_table(database_url: str) -> None:
+    engine = create_engine(database_url)
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    await engine.dispose()
 
 
 def app_from_environment() -> FastAPI:
