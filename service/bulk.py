@@ -134,6 +134,24 @@ def _pg_insert_new(table: Table, names: tuple[str, ...], returning: tuple[str, .
     )
 
 
+@cache
+def keyed_select(
+    table: Table, key: str, columns: tuple[str, ...] = (), where: str = "", lock: bool = False
+) -> Any:
+    """PostgreSQL: the rows of ``table`` whose ``key`` is in the array ``:keys`` (and that meet
+    ``where``, on ``t``), in id order, optionally locked. A join on ``unnest`` plans as one index
+    lookup per key whatever the planner knows of the table; ``key = ANY(:keys)`` can plan as a
+    scan while a new table has no statistics yet, ten times slower for a 100-lead batch."""
+    names = columns or tuple(table.c.keys())
+    element = _element(table.c[key])
+    return text(
+        f"SELECT {', '.join(f't.{n}' for n in names)} "
+        f"FROM unnest(CAST(:keys AS {element}[])) AS k(key) "
+        f"JOIN {table.name} AS t ON t.{key} = k.key {'AND ' + where if where else ''} "
+        f"ORDER BY t.id{' FOR UPDATE OF t' if lock else ''}"
+    ).columns(*(table.c[n] for n in names))
+
+
 def _sqlite_params(w: Write) -> list[dict[str, Any]]:
     return [{f"new_{name}": value for name, value in row.items()} for row in w.rows]
 

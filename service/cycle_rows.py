@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.bulk import Write
+from service.bulk import Write, keyed_select
 from service.models import Cycle
 from service.repository import chunks, is_postgresql
 
@@ -67,7 +67,6 @@ assert set(COLUMNS) == set(CYCLES.c.keys()), "CycleRow must mirror sla_cycles"
 
 _NUMBER = COLUMNS.index("number")
 _OF_LEADS = select(CYCLES).where(CYCLES.c.lead_id.in_(bindparam("keys", expanding=True)))
-_OF_LEADS_LOCKED = _OF_LEADS.order_by(CYCLES.c.id).with_for_update()
 
 
 async def lock_cycles(
@@ -77,7 +76,7 @@ async def lock_cycles(
     a breach the sweep is announcing right now is seen, and corrected if need be, rather than
     overwritten."""
     found: dict[int, dict[tuple[str, int], CycleRow]] = defaultdict(dict)
-    query = _OF_LEADS_LOCKED if is_postgresql(session) else _OF_LEADS
+    query = keyed_select(CYCLES, "lead_id", lock=True) if is_postgresql(session) else _OF_LEADS
     for part in chunks(sorted(lead_pks)):
         for values in (await session.execute(query, {"keys": list(part)})).mappings():
             row = CycleRow(**values)

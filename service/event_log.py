@@ -18,7 +18,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     BindParameter,
-    Select,
     String,
     Table,
     bindparam,
@@ -27,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.bulk import Write, insert_new
+from service.bulk import Write, insert_new, keyed_select
 from service.event_codec import event_from_json, event_to_json
 from service.models import Lead, LeadEventRow, RawRequest
 from service.repository import chunks, insert_ignoring_conflicts, is_postgresql
@@ -58,41 +57,42 @@ class LeadRow:
             self.changed = True
 
 
-def _locking(query: Select[Any]) -> tuple[Select[Any], Select[Any]]:
-    """A lead query as SQLite runs it and as PostgreSQL runs it, locking the rows in id order:
-    two deliveries for the same lead then run one after the other and never deadlock, and the
-    second reads the first one's events. SQLite serialises writers anyway."""
-    query = query.order_by(LEADS.c.id)
-    return query, query.with_for_update()
-
-
-# Built once: a statement constructed per request costs more than its round trip.
+# SQLite's statements, built once: constructing one per request costs more than running it.
 _KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
-_BY_ID = _locking(select(LEADS).where(LEADS.c.id.in_(_KEYS)))
-_BY_CRM_ID = _locking(
-    select(LEADS).where((LEADS.c.source == bindparam("source")) & LEADS.c.external_id.in_(_KEYS))
+_BY_ID = select(LEADS).where(LEADS.c.id.in_(_KEYS))
+_BY_CRM_ID = select(LEADS).where(
+    (LEADS.c.source == bindparam("source")) & LEADS.c.external_id.in_(_KEYS)
 )
 _HISTORIES = select(LeadEventRow.lead_id, LeadEventRow.data).where(LeadEventRow.lead_id.in_(_KEYS))
+_EVENTS = cast(Table, LeadEventRow.__table__)
 
 
 async def lock_leads(session: AsyncSession, lead_pks: Iterable[int]) -> list[LeadRow]:
-    return await _locked(session, _BY_ID, sorted(set(lead_pks)), {})
+    """The leads, locked in id order on PostgreSQL: two deliveries for the same lead then run
+    one after the other and never deadlock, and the second reads the first one's events.
+    SQLite serialises writers anyway."""
+    pks = sorted(set(lead_pks))
+    if is_postgresql(session):
+        return await _lead_rows(session, keyed_select(LEADS, "id", lock=True), pks, {})
+    return await _lead_rows(session, _BY_ID, pks, {})
 
 
 async def lock_leads_by_crm_id(
     session: AsyncSession, source: str, external_ids: Iterable[str]
 ) -> dict[str, LeadRow]:
-    leads = await _locked(session, _BY_CRM_ID, sorted(set(external_ids)), {"source": source})
+    """As ``lock_leads``, by the CRM's ids."""
+    ids = sorted(set(external_ids))
+    if is_postgresql(session):
+        query = keyed_select(LEADS, "external_id", where="t.source = :source", lock=True)
+    else:
+        query = _BY_CRM_ID
+    leads = await _lead_rows(session, query, ids, {"source": source})
     return {lead.external_id: lead for lead in leads}
 
 
-async def _locked(
-    session: AsyncSession,
-    queries: tuple[Select[Any], Select[Any]],
-    keys: Sequence[Any],
-    params: dict[str, Any],
+async def _lead_rows(
+    session: AsyncSession, query: Any, keys: Sequence[Any], params: dict[str, Any]
 ) -> list[LeadRow]:
-    query = queries[1] if is_postgresql(session) else queries[0]
     found: list[LeadRow] = []
     for part in chunks(keys):
         for row in (await session.execute(query, {"keys": list(part), **params})).mappings():
@@ -224,9 +224,10 @@ appended AS (
 )
 SELECT lead_id, event_id, CAST(NULL AS json) AS data FROM appended
 UNION ALL
-SELECT lead_id, NULL, data FROM lead_events
-WHERE lead_id = ANY(CAST(:histories_of AS bigint[]))
-  AND lead_id IN (SELECT lead_id FROM appended)
+SELECT e.lead_id, NULL, e.data
+FROM unnest(CAST(:histories_of AS bigint[])) AS k(lead_id)
+JOIN lead_events AS e ON e.lead_id = k.lead_id
+WHERE k.lead_id IN (SELECT lead_id FROM appended)
 """
 _APPEND_WITH_RAW = text(
     "WITH raw AS (INSERT INTO raw_requests (source, received_at, headers, body) "
@@ -275,7 +276,11 @@ async def load_histories(
 ) -> dict[int, list[LeadEvent]]:
     """Each lead's events in application order."""
     histories: dict[int, list[LeadEvent]] = defaultdict(list)
+    if is_postgresql(session):
+        query = keyed_select(_EVENTS, "lead_id", ("lead_id", "data"))
+    else:
+        query = _HISTORIES
     for part in chunks(lead_pks):
-        for lead_pk, data in await session.execute(_HISTORIES, {"keys": list(part)}):
+        for lead_pk, data in await session.execute(query, {"keys": list(part)}):
             histories[lead_pk].append(event_from_json(data))
     return {pk: sort_and_dedupe(events) for pk, events in histories.items()}
