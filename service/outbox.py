@@ -78,11 +78,6 @@ def resolve_recipient(recipient: Recipient, owner: str | None, policy_set: Polic
     return recipient.to
 
 
-def business_seconds(elapsed: float, target_seconds: int | None) -> tuple[float, float]:
-    """Elapsed and remaining business seconds as a notice states them."""
-    return round(elapsed, 3), round(max(0.0, (target_seconds or 0) - elapsed), 3)
-
-
 def cycle_payload(
     message_type: str,
     key: str,
@@ -93,7 +88,7 @@ def cycle_payload(
     late: bool,
 ) -> dict[str, Any]:
     """The body of CONTRACT.md §4, plus ``late`` for timers fired after downtime."""
-    elapsed_seconds, remaining_seconds = business_seconds(elapsed, cycle.target_seconds)
+    target = cycle.target_seconds or 0
     return {
         "type": message_type,
         "id": key,
@@ -112,8 +107,8 @@ def cycle_payload(
             "started_at": rfc3339(cycle.started_at),
             "due_at": rfc3339(cycle.due_at),
             "state": cycle.state,
-            "elapsed_business_seconds": elapsed_seconds,
-            "remaining_business_seconds": remaining_seconds,
+            "elapsed_business_seconds": round(elapsed, 3),
+            "remaining_business_seconds": round(max(0.0, target - elapsed), 3),
             "attempts": cycle.attempts,
         },
     }
@@ -197,10 +192,6 @@ def addressees(
     return found
 
 
-def message_key(cycle_id: int, step: str, index: int) -> str:
-    return f"cycle-{cycle_id}-{step}-{index}"
-
-
 def messages_for(
     policy_set: PolicySet,
     notify_kind: str,
@@ -216,7 +207,7 @@ def messages_for(
     message_type = MESSAGE_TYPE[notify_kind]
     rows = []
     for index, channel, recipient in addressees(policy_set, cycle.policy_id, notify_kind):
-        key = message_key(cycle.id, step, index)
+        key = f"cycle-{cycle.id}-{step}-{index}"
         rows.append(
             outbox_row(
                 key, cycle.id, message_type, channel,
