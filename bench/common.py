@@ -141,6 +141,26 @@ async def truncate_all(url: str) -> None:
         await connection.close()
 
 
+async def analyze(url: str) -> None:
+    """Planner statistics for the tables' current contents. A run starts on emptied tables,
+    whose statistics say "empty" until autovacuum catches up, which in a running deployment
+    it long has; without this the first seconds of every run measure plans made for empty
+    tables."""
+    if is_sqlite(url):
+        import aiosqlite
+
+        async with aiosqlite.connect(make_url(url).database or "") as db:
+            await db.execute("ANALYZE")
+        return
+    import asyncpg
+
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+
+
 # --- processes -------------------------------------------------------------------------------
 
 # Servers run in an empty directory so that no stray ``.env`` changes their settings.
@@ -391,10 +411,11 @@ def compare_ingest(
             "concurrency": args.concurrency,
             "batch_size": batch_size,
             "max_seconds": args.max_seconds,
-            "warmup": args.warmup,
         }
         if not args.no_ceiling:
-            figures = run_loadgen(baseline.url, prefix="ceiling", path="/noop", **load)
+            figures = run_loadgen(
+                baseline.url, prefix="ceiling", path="/noop", warmup=args.warmup, **load
+            )
             results["ceiling"].append(figures)
             print(
                 f"   load generator ceiling (POST /noop, same bodies, no database): "
@@ -405,6 +426,11 @@ def compare_ingest(
         for run in range(args.runs):
             for name, server in sides if run % 2 == 0 else sides[::-1]:
                 asyncio.run(truncate_all(url))
+                if args.warmup:  # then statistics, as autovacuum keeps them in a running system
+                    run_loadgen(
+                        server.url, prefix=f"W{run}{name[0]}", **{**load, "requests": args.warmup}
+                    )
+                    asyncio.run(analyze(url))
                 before = process_cpu(server.pid)
                 backends = asyncio.run(backend_cpu(url))
                 figures = run_loadgen(server.url, prefix=f"R{run}{name[0]}", **load)
