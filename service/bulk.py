@@ -12,7 +12,6 @@ earlier call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -22,6 +21,7 @@ from sqlalchemy import JSON, Column, Table, bindparam, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import json_codec
 from service.repository import is_postgresql
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -63,7 +63,7 @@ def _arrays(w: Write, prefix: str) -> dict[str, list[Any]]:
     for name in w.columns:
         values = [row[name] for row in w.rows]
         if isinstance(w.table.c[name].type, JSON):  # sent as text, cast back in the statement
-            values = [None if v is None else json.dumps(v) for v in values]
+            values = [None if v is None else json_codec.dumps(v) for v in values]
         arrays[prefix + name] = values
     return arrays
 

@@ -21,16 +21,24 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from service import json_codec
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    codec = {"json_serializer": json_codec.dumps, "json_deserializer": json_codec.loads}
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **codec)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=10,
+        **codec,
     )
 
 

@@ -7,7 +7,6 @@ dominated by statements, not by the SLA fold, so each one saved here is throughp
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import json_codec
 from service.bulk import Write, insert_new, keyed_select
 from service.event_codec import event_from_json, event_to_json
 from service.models import Lead, LeadEventRow, RawRequest
@@ -251,12 +251,12 @@ async def _append_postgresql(
     arrays: dict[str, Any] = {
         name: [row[name] for row in rows] for name in ("lead_id", "event_id", "type", "occurred_at")
     }
-    arrays["data"] = [json.dumps(row["data"]) for row in rows]
+    arrays["data"] = [json_codec.dumps(row["data"]) for row in rows]
     arrays.update(source=source, received_at=now, histories_of=list(histories_of))
     if raw is None:
         result = await session.execute(_APPEND, arrays)
     else:
-        arrays.update(headers=json.dumps(dict(raw[0])), body=raw[1])
+        arrays.update(headers=json_codec.dumps(dict(raw[0])), body=raw[1])
         result = await session.execute(_APPEND_WITH_RAW, arrays)
     inserted: set[str] = set()
     stored: dict[int, list[LeadEvent]] = defaultdict(list)
