@@ -1,8 +1,9 @@
 """The event log and the lead rows it derives, as few statements as a delivery allows.
 
 A delivery costs one statement to lock the leads it names, one to create the new ones (already
-holding their folded state), and one to store the raw request with its events. Ingest's cost is
-dominated by statements, not by the SLA fold, so each one saved here is throughput.
+holding their folded state), and one to store the raw request with its events and (on
+PostgreSQL) read back the histories they extend. Ingest's cost is dominated by statements, not
+by the SLA fold, so each one saved here is throughput.
 """
 
 from __future__ import annotations
@@ -265,8 +266,9 @@ async def _append_postgresql(
             inserted.add(event_id)
         else:
             stored[lead_pk].append(event_from_json(data))
+    wanted = set(histories_of)
     for event, row in zip(events, rows, strict=True):
-        if row["lead_id"] in stored and event.event_id in inserted:
+        if event.event_id in inserted and row["lead_id"] in wanted:
             stored[row["lead_id"]].append(event)
     return Appended(inserted, {pk: sort_and_dedupe(history) for pk, history in stored.items()})
 
