@@ -8,16 +8,16 @@ changed in place (``row.fired = [*row.fired, step]``, not ``row.fired.append(ste
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.bulk import Write, keyed_select
-from service.models import Cycle
+from service.models import Cycle, UTCDateTime
 from service.repository import chunks, is_postgresql
 
 CYCLES = cast(Table, Cycle.__table__)
@@ -64,23 +64,40 @@ class CycleRow:
 
 COLUMNS = tuple(f.name for f in fields(CycleRow) if f.name not in ("read", "deleted"))
 assert set(COLUMNS) == set(CYCLES.c.keys()), "CycleRow must mirror sla_cycles"
+_INSTANTS = tuple(c.name for c in CYCLES.c if isinstance(c.type, UTCDateTime))
+
+
+def loaded_cycle(values: Mapping[str, Any]) -> CycleRow:
+    """A stored cycle as read, remembering its values to tell later what changed."""
+    row = CycleRow(**values)
+    row.read = tuple(getattr(row, n) for n in COLUMNS)
+    return row
+
+
+def cycle_from_json(values: dict[str, Any]) -> CycleRow:
+    """A stored cycle from PostgreSQL's ``row_to_json``: instants come as ISO 8601 text."""
+    for name in _INSTANTS:
+        if values[name] is not None:
+            values[name] = datetime.fromisoformat(values[name]).astimezone(UTC)
+    return loaded_cycle(values)
+
 
 _NUMBER = COLUMNS.index("number")
 _OF_LEADS = select(CYCLES).where(CYCLES.c.lead_id.in_(bindparam("keys", expanding=True)))
 
 
-async def lock_cycles(
-    session: AsyncSession, lead_pks: Sequence[int]
-) -> dict[int, dict[tuple[str, int], CycleRow]]:
+CyclesByLead = dict[int, dict[tuple[str, int], CycleRow]]  # lead -> (policy, number) -> row
+
+
+async def lock_cycles(session: AsyncSession, lead_pks: Sequence[int]) -> CyclesByLead:
     """The leads' cycles by (policy, number), locked on PostgreSQL (after their leads), so that
     a breach the sweep is announcing right now is seen, and corrected if need be, rather than
     overwritten."""
-    found: dict[int, dict[tuple[str, int], CycleRow]] = defaultdict(dict)
+    found: CyclesByLead = defaultdict(dict)
     query = keyed_select(CYCLES, "lead_id", lock=True) if is_postgresql(session) else _OF_LEADS
     for part in chunks(sorted(lead_pks)):
         for values in (await session.execute(query, {"keys": list(part)})).mappings():
-            row = CycleRow(**values)
-            row.read = tuple(getattr(row, n) for n in COLUMNS)
+            row = loaded_cycle(dict(values))
             found[row.lead_id][(row.policy_id, row.number)] = row
     return found
 

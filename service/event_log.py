@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import json_codec
 from service.bulk import Write, insert_new, keyed_select
+from service.cycle_rows import CyclesByLead, cycle_from_json
 from service.event_codec import event_from_json, event_to_json
 from service.models import Lead, LeadEventRow, RawRequest
 from service.repository import chunks, insert_ignoring_conflicts, is_postgresql
@@ -154,8 +155,11 @@ def lead_values(
 
 @dataclass(frozen=True, slots=True)
 class Appended:
+    """What ``append_events`` stored and read back, for the leads asked for that changed."""
+
     inserted: set[str]  # ids of the events that were new to the log
-    histories: dict[int, list[LeadEvent]]  # whole history, of the leads asked for that changed
+    histories: dict[int, list[LeadEvent]]  # each lead's whole history
+    cycles: CyclesByLead | None  # their cycles, locked (PostgreSQL; else None: not read)
 
 
 VALUE_COLUMNS = tuple(lead_values("", []))
@@ -201,13 +205,15 @@ async def append_events(
         inserted.update(result.scalars())
     changed = {row["lead_id"] for row in rows if row["event_id"] in inserted}
     histories = await load_histories(session, sorted(changed.intersection(histories_of)))
-    return Appended(inserted, histories)
+    return Appended(inserted, histories, None)
 
 
-# PostgreSQL: the raw request, every event and the histories they extend in one statement.
-# The history part runs on the statement's snapshot, so it sees the log as it was before this
-# delivery (the events just appended come back from RETURNING instead); the caller holds the
-# leads' locks, so nothing else can have extended those histories since.
+# PostgreSQL: the raw request, every event, and the histories and cycles of the stored leads
+# they extend, in one statement. The history part runs on the statement's snapshot, so it sees
+# the log as it was before this delivery (the events just appended come back from RETURNING
+# instead); the caller holds the leads' locks, so nothing else can have extended those
+# histories since. The cycles are locked too, so that a breach the sweep is announcing right
+# now is seen (and corrected if need be) rather than overwritten.
 _EVENTS_FROM_ARRAYS = """
 SELECT e.lead_id, :source, e.event_id, e.type, e.occurred_at, :received_at, CAST(e.data AS json),
        {raw_id}
@@ -222,22 +228,32 @@ appended AS (
     {select}
     ON CONFLICT (source, event_id) DO NOTHING
     RETURNING lead_id, event_id
+),
+locked AS (
+    SELECT c.* FROM unnest(CAST(:histories_of AS bigint[])) AS k(lead_id)
+    JOIN sla_cycles AS c ON c.lead_id = k.lead_id
+    WHERE k.lead_id IN (SELECT lead_id FROM appended)
+    ORDER BY c.id
+    FOR UPDATE OF c
 )
-SELECT lead_id, event_id, CAST(NULL AS json) AS data FROM appended
+SELECT lead_id, event_id, CAST(NULL AS json) AS data, CAST(NULL AS json) AS cycle
+FROM appended
 UNION ALL
-SELECT e.lead_id, NULL, e.data
+SELECT e.lead_id, NULL, e.data, NULL
 FROM unnest(CAST(:histories_of AS bigint[])) AS k(lead_id)
 JOIN lead_events AS e ON e.lead_id = k.lead_id
 WHERE k.lead_id IN (SELECT lead_id FROM appended)
+UNION ALL
+SELECT lead_id, NULL, NULL, row_to_json(locked) FROM locked
 """
 _APPEND_WITH_RAW = text(
     "WITH raw AS (INSERT INTO raw_requests (source, received_at, headers, body) "
     "VALUES (:source, :received_at, CAST(:headers AS json), :body) RETURNING id), "
     + _APPEND_AND_READ_BACK.format(select=_EVENTS_FROM_ARRAYS.format(raw_id="(SELECT id FROM raw)"))
-).columns(lead_id=BigInteger, event_id=String, data=JSON)
+).columns(lead_id=BigInteger, event_id=String, data=JSON, cycle=JSON)
 _APPEND = text(
     "WITH " + _APPEND_AND_READ_BACK.format(select=_EVENTS_FROM_ARRAYS.format(raw_id="NULL"))
-).columns(lead_id=BigInteger, event_id=String, data=JSON)
+).columns(lead_id=BigInteger, event_id=String, data=JSON, cycle=JSON)
 
 
 async def _append_postgresql(
@@ -261,16 +277,21 @@ async def _append_postgresql(
         result = await session.execute(_APPEND_WITH_RAW, arrays)
     inserted: set[str] = set()
     stored: dict[int, list[LeadEvent]] = defaultdict(list)
-    for lead_pk, event_id, data in result:
-        if data is None:
+    cycles: CyclesByLead = defaultdict(dict)
+    for lead_pk, event_id, data, cycle_values in result:
+        if event_id is not None:
             inserted.add(event_id)
-        else:
+        elif data is not None:
             stored[lead_pk].append(event_from_json(data))
+        else:
+            cycle = cycle_from_json(cycle_values)
+            cycles[lead_pk][(cycle.policy_id, cycle.number)] = cycle
     wanted = set(histories_of)
     for event, row in zip(events, rows, strict=True):
         if event.event_id in inserted and row["lead_id"] in wanted:
             stored[row["lead_id"]].append(event)
-    return Appended(inserted, {pk: sort_and_dedupe(history) for pk, history in stored.items()})
+    histories = {pk: sort_and_dedupe(history) for pk, history in stored.items()}
+    return Appended(inserted, histories, cycles)
 
 
 async def load_histories(

@@ -16,7 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
 from service.bulk import write
-from service.cycle_rows import CycleRow, cycle_writes, free_cycle_keys, lock_cycles
+from service.cycle_rows import (
+    CycleRow,
+    CyclesByLead,
+    cycle_writes,
+    free_cycle_keys,
+    lock_cycles,
+)
 from service.event_log import (
     LeadRow,
     append_events,
@@ -86,7 +92,10 @@ async def store_delivery(
             new_events[leads[event.lead.id].id].add(event.event_id)
     # Leads created just now have no other history and no cycles: nothing to read back.
     before = [lead for lead in stored.values() if lead.id in new_events]
-    cycles = await lock_cycles(session, [lead.id for lead in before])
+    if appended.cycles is not None:
+        cycles = appended.cycles
+    else:
+        cycles = await lock_cycles(session, [lead.id for lead in before])
     for lead in created.values():
         histories[lead.id] = sort_and_dedupe(
             [event for event in delivered[lead.external_id] if event.event_id in inserted]
@@ -122,7 +131,7 @@ async def _rederive(
     session: AsyncSession,
     leads: Sequence[LeadRow],
     histories: Mapping[int, list[LeadEvent]],
-    cycles: Mapping[int, dict[tuple[str, int], CycleRow]],
+    cycles: CyclesByLead,
     new_events: Mapping[int, set[str]],
     now: datetime,
     policies: LoadedPolicies,
