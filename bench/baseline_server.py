@@ -17,10 +17,10 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -120,12 +120,13 @@ def main() -> None:
         parser.error("loopback only")
     asyncio.run(_create_table(args.database_url))  # once, before any worker process starts
     options = {"host": args.host, "port": args.port, "log_level": "warning", "access_log": False}
-    if args.workers > 1:  # as the service does it: each process builds its app
+    if args.workers > 1:  # as the service does it: a process per worker, a socket each
+        from service import api_processes
+
         os.environ.update(BASELINE_DATABASE_URL=args.database_url,
                           BASELINE_POOL_SIZE=str(args.pool_size))  # fmt: skip
-        uvicorn.run("baseline_server:app_from_environment", factory=True, workers=args.workers,
-                    app_dir=str(Path(__file__).parent), **options)  # fmt: skip
-        return
+        sys.exit(api_processes.serve(args.host, args.port, args.workers, "warning",
+                                     app="baseline_server:app_from_environment"))  # fmt: skip
     uvicorn.run(create_app(args.database_url, args.pool_size), **options)
 
 

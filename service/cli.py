@@ -131,10 +131,10 @@ def _serve(
     if not skip_migrations:
         migrate(settings.database_url)
     log_level = settings.log_level.lower()
-    if workers > 1:  # each process builds its own app from the environment
-        uvicorn.run("service.app:api_app", factory=True, workers=workers, host=host, port=port,
-                    log_level=log_level, access_log=False)  # fmt: skip
-        return 0
+    if workers > 1:
+        from service import api_processes
+
+        return api_processes.serve(host, port, workers, log_level)
     app = create_app(settings, role=role, handle_sighup=True)  # type: ignore[arg-type]
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     return 0
