@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from multiprocessing.connection import wait
 from types import FrameType
 
@@ -31,6 +33,17 @@ def serve(
     host: str, port: int, processes: int, log_level: str, app: str = "service.app:api_app"
 ) -> int:
     """Run ``processes`` copies of the app that the factory ``app`` (an import string) builds."""
+    # Metrics go through files the processes share, so a scrape answered by any one of them
+    # counts the work of all (see ``metrics.exposition``).
+    shared_metrics = tempfile.mkdtemp(prefix="lead-sla-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_metrics
+    try:
+        return _supervise(host, port, processes, log_level, app)
+    finally:
+        shutil.rmtree(shared_metrics, ignore_errors=True)
+
+
+def _supervise(host: str, port: int, processes: int, log_level: str, app: str) -> int:
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_serve_one, args=(app, host, port, log_level), name=f"api-{n}")

@@ -4,13 +4,25 @@
 (see ``team_label``) so a CRM sending a new team name cannot explode the series count.
 Gauges marked "snapshot" are refreshed by the scheduler from the database, never queried at
 scrape time.
+
+Under ``serve --workers N`` the processes share their metrics through files
+(``PROMETHEUS_MULTIPROC_DIR``, see ``api_processes``), so any of them answers a scrape for all:
+counters and histograms add up, gauges report their largest value.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 OTHER = "other"
 
@@ -59,17 +71,20 @@ OPEN_CYCLES = Gauge(
     "Open SLA cycles by policy and state (running, paused, breached-and-still-open); "
     "snapshot refreshed by the scheduler.",
     ["policy", "state"],
+    multiprocess_mode="max",
 )
 AT_RISK_CYCLES = Gauge(
     "lead_sla_at_risk_cycles",
     "Running cycles past their first reminder and not yet due; snapshot refreshed by the "
     "scheduler.",
     ["policy"],
+    multiprocess_mode="max",
 )
 OLDEST_OVERDUE = Gauge(
     "lead_sla_oldest_overdue_timer_seconds",
     "Age of the oldest timer (reminder, breach, escalation) that is due but not fired; "
     "0 when none. Snapshot refreshed by the scheduler.",
+    multiprocess_mode="max",
 )
 TIMER_FIRE_LAG = Histogram(
     "lead_sla_timer_fire_lag_seconds",
@@ -85,16 +100,19 @@ OUTBOX_PENDING = Gauge(
     "lead_sla_outbox_pending",
     "Outbox rows waiting for delivery, by channel type; snapshot refreshed by the scheduler.",
     ["channel"],
+    multiprocess_mode="max",
 )
 OUTBOX_DEAD = Gauge(
     "lead_sla_outbox_dead",
     "Outbox rows that exhausted their retries, by channel type; snapshot refreshed by the "
     "scheduler.",
     ["channel"],
+    multiprocess_mode="max",
 )
 SCHEDULER_HEARTBEAT = Gauge(
     "lead_sla_scheduler_heartbeat_timestamp_seconds",
     "Unix time of the last completed sweep tick of this worker.",
+    multiprocess_mode="max",
 )
 POLICY_RELOADS = Counter(
     "lead_sla_policy_reloads", "Policy file reloads by outcome (ok, error).", ["outcome"]
@@ -157,3 +175,13 @@ def precreate_source_series(sources: Iterable[str]) -> None:
     for channel in ("webhook", "log"):
         for outcome in ("delivered", "retried", "dead"):
             NOTIFICATIONS.labels(channel, outcome)
+
+
+def exposition() -> bytes:
+    """The text a scrape of ``/metrics`` returns: this process's metrics, or all the API
+    processes' when they share them."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)

@@ -7,9 +7,10 @@ import time
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
+from service import metrics
 from service.api.errors import DATABASE_ERRORS
 from service.runtime import Runtime
 
@@ -51,4 +52,4 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
