@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from datetime import timedelta
 
 from service.crm.base import InboundRequest, SourceConfig, Unauthorized
 from service.crm.mapping import EpochUnit, parse_timestamp
@@ -19,7 +18,6 @@ from service.crm.mapping import EpochUnit, parse_timestamp
 # How far a signed request's timestamp may be from our clock, either way. HubSpot documents
 # "reject the request if the timestamp is older than 5 minutes"; the same bound applies to
 # timestamps from the future, so a captured request cannot be replayed later either.
-MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 _EPOCH_UNIT_NAMES: dict[str, str] = {
     "s": "seconds",
@@ -57,13 +55,18 @@ def any_same_secret(candidates: Iterable[str], expected: str) -> bool:
 
 
 def fresh_signature(
-    request: InboundRequest, signature_header: str, timestamp_header: str, epoch_unit: EpochUnit
+    request: InboundRequest,
+    signature_header: str,
+    timestamp_header: str,
+    epoch_unit: EpochUnit,
+    tolerance_seconds: int,
 ) -> tuple[str, str]:
     """The signature and timestamp headers of a signed request, as sent.
 
     Raises ``Unauthorized`` when either header is missing, when the timestamp is not an epoch
-    number in ``epoch_unit``, or when it is more than ``MAX_CLOCK_SKEW`` from the moment the
-    request was received: an old signature, however valid, may be a replay.
+    number in ``epoch_unit``, or when it is more than ``tolerance_seconds``
+    (``LEAD_SLA_WEBHOOK_TOLERANCE_SECONDS``) from the moment the request was received: an old
+    signature, however valid, may be a replay.
     """
     signature = request.header(signature_header)
     timestamp = request.header(timestamp_header)
@@ -74,7 +77,10 @@ def fresh_signature(
     except ValueError as exc:
         unit = _EPOCH_UNIT_NAMES[epoch_unit]
         raise Unauthorized(f"{timestamp_header} is not epoch {unit}") from exc
-    if abs(request.received_at - sent_at) > MAX_CLOCK_SKEW:
-        minutes = int(MAX_CLOCK_SKEW.total_seconds() // 60)
-        raise Unauthorized(f"stale {timestamp_header}: more than {minutes} minutes from our clock")
+    skew = abs((request.received_at - sent_at).total_seconds())
+    if skew > tolerance_seconds:
+        raise Unauthorized(
+            f"stale {timestamp_header}: {int(skew)}s from our clock "
+            f"(tolerance {tolerance_seconds}s)"
+        )
     return signature, timestamp

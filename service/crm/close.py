@@ -87,7 +87,9 @@ class CloseAdapter:
             key = bytes.fromhex(secret.strip())
         except ValueError as exc:
             raise Unauthorized("LEAD_SLA_WEBHOOK_SECRET_CLOSE is not a hex signature_key") from exc
-        signature, timestamp = fresh_signature(request, SIGNATURE_HEADER, TIMESTAMP_HEADER, "s")
+        signature, timestamp = fresh_signature(
+            request, SIGNATURE_HEADER, TIMESTAMP_HEADER, "s", config.tolerance_seconds
+        )
         expected = hmac.new(key, timestamp.encode() + request.body, hashlib.sha256).hexdigest()
         if not same_secret(signature.strip().lower(), expected):
             raise Unauthorized(f"{SIGNATURE_HEADER} does not match the signature key")

@@ -132,7 +132,9 @@ class HubSpotAdapter:
             "no HubSpot secret configured: set LEAD_SLA_WEBHOOK_SECRET_HUBSPOT to the app's "
             "client secret",
         )
-        signature, timestamp = fresh_signature(request, SIGNATURE_HEADER, TIMESTAMP_HEADER, "ms")
+        signature, timestamp = fresh_signature(
+            request, SIGNATURE_HEADER, TIMESTAMP_HEADER, "ms", config.tolerance_seconds
+        )
         expected = signature_v3(
             secret, request.method.upper(), signed_uri(request), request.body, timestamp
         )

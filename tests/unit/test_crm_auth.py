@@ -49,22 +49,29 @@ def signed(sent_at: datetime, *, unit: str = "ms") -> InboundRequest:
 
 
 @pytest.mark.parametrize("offset", [timedelta(0), timedelta(minutes=-5), timedelta(minutes=5)])
-def test_a_signature_is_good_for_five_minutes_either_way(offset: timedelta) -> None:
+def test_a_signature_is_good_within_the_tolerance_either_way(offset: timedelta) -> None:
     stamp = str(int((NOW + offset).timestamp() * 1000))
-    assert fresh_signature(signed(NOW + offset), "x-sig", "x-ts", "ms") == (" abc ", stamp)
+    assert fresh_signature(signed(NOW + offset), "x-sig", "x-ts", "ms", 300) == (" abc ", stamp)
 
 
 @pytest.mark.parametrize("offset", [timedelta(minutes=-5, seconds=-1), timedelta(minutes=6)])
 def test_an_older_or_later_signature_is_stale(offset: timedelta) -> None:
-    with pytest.raises(Unauthorized, match="stale x-ts: more than 5 minutes from our clock"):
-        fresh_signature(signed(NOW + offset, unit="s"), "x-sig", "x-ts", "s")
+    with pytest.raises(Unauthorized, match=r"stale x-ts: 3\d\ds from our clock \(tolerance 300s\)"):
+        fresh_signature(signed(NOW + offset, unit="s"), "x-sig", "x-ts", "s", 300)
+
+
+def test_the_tolerance_is_the_configured_one() -> None:
+    two_minutes_old = signed(NOW - timedelta(minutes=2), unit="s")
+    assert fresh_signature(two_minutes_old, "x-sig", "x-ts", "s", 300)
+    with pytest.raises(Unauthorized, match=r"120s from our clock \(tolerance 60s\)"):
+        fresh_signature(two_minutes_old, "x-sig", "x-ts", "s", 60)
 
 
 def test_missing_or_unreadable_signature_headers_are_refused() -> None:
     with pytest.raises(Unauthorized, match="missing x-sig or x-ts header"):
-        fresh_signature(request({"x-sig": "abc"}), "x-sig", "x-ts", "s")
+        fresh_signature(request({"x-sig": "abc"}), "x-sig", "x-ts", "s", 300)
     with pytest.raises(Unauthorized, match="x-ts is not epoch seconds"):
-        fresh_signature(request({"x-sig": "abc", "x-ts": "yesterday"}), "x-sig", "x-ts", "s")
+        fresh_signature(request({"x-sig": "abc", "x-ts": "yesterday"}), "x-sig", "x-ts", "s", 300)
 
 
 def test_each_part_without_events_counts_once_as_ignored() -> None:
