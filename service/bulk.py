@@ -18,11 +18,11 @@ from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import JSON, Column, Table, bindparam, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import json_codec
-from service.repository import is_postgresql
+from service.repository import insert_ignoring_conflicts, is_postgresql
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -112,24 +112,35 @@ def _pg_statement(shapes: tuple[tuple[str, Table, tuple[str, ...]], ...]) -> Any
 
 
 async def insert_new(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], returning: Sequence[str]
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    returning: Sequence[str] = (),
 ) -> list[Any]:
-    """Insert the rows whose unique keys are free (the others are skipped) and return
-    ``returning`` of those inserted."""
+    """Insert the rows whose unique keys are free (the others are skipped: a redelivery, a
+    notification already written) and return ``returning`` of those inserted."""
     if not rows:
         return []
     if not is_postgresql(session):
-        statement = sqlite.insert(table).values(list(rows)).on_conflict_do_nothing()
-        return list(await session.execute(statement.returning(*(table.c[n] for n in returning))))
+        statement = insert_ignoring_conflicts(session, table)
+        if not returning:  # an executemany, compiled once and cached
+            await session.execute(statement, list(rows))
+            return []
+        statement = statement.values(list(rows)).returning(*(table.c[n] for n in returning))
+        return list(await session.execute(statement))
     w = Write("insert", table, rows)
-    statement = _pg_insert_new(table, w.columns, tuple(returning))
-    return list(await session.execute(statement, _arrays(w, "w0_")))
+    result = await session.execute(
+        _pg_insert_new(table, w.columns, tuple(returning)), _arrays(w, "w0_")
+    )
+    return list(result) if returning else []
 
 
 @cache
 def _pg_insert_new(table: Table, names: tuple[str, ...], returning: tuple[str, ...]) -> Any:
-    insert = _insert_sql(table, names, "w0_")
-    return text(f"{insert} ON CONFLICT DO NOTHING RETURNING {', '.join(returning)}").columns(
+    insert = f"{_insert_sql(table, names, 'w0_')} ON CONFLICT DO NOTHING"
+    if not returning:
+        return text(insert)
+    return text(f"{insert} RETURNING {', '.join(returning)}").columns(
         *(table.c[n] for n in returning)
     )
 

@@ -7,18 +7,18 @@ key is also the ``webhook-id`` a receiver dedupes on.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import text
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.bulk import insert_new
 from service.clock import rfc3339
 from service.models import OutboxMessage
-from service.repository import insert_ignoring_conflicts, is_postgresql
 from service.sla.policy import ChannelSpec, PolicySet, Recipient
 
+OUTBOX = cast(Table, OutboxMessage.__table__)
 MESSAGE_TYPE = {
     "reminder": "sla.reminder",
     "breach": "sla.breached",
@@ -218,36 +218,6 @@ def messages_for(
     return rows
 
 
-# PostgreSQL: a whole batch of notifications in one statement over arrays, which the sweep needs
-# to fire tens of thousands of timers a second; the unique key still drops what exists.
-_PG_ENQUEUE = text("""
-INSERT INTO outbox (key, cycle_id, type, channel, channel_type, recipient, payload, status,
-                    attempts, next_attempt_at, created_at)
-SELECT key, cycle_id, type, channel, channel_type, recipient, payload::json, status, attempts,
-       next_attempt_at, created_at
-FROM unnest(
-    CAST(:key AS varchar[]), CAST(:cycle_id AS bigint[]), CAST(:type AS varchar[]),
-    CAST(:channel AS varchar[]), CAST(:channel_type AS varchar[]),
-    CAST(:recipient AS varchar[]), CAST(:payload AS text[]), CAST(:status AS varchar[]),
-    CAST(:attempts AS integer[]), CAST(:next_attempt_at AS timestamptz[]),
-    CAST(:created_at AS timestamptz[])
-) AS m(key, cycle_id, type, channel, channel_type, recipient, payload, status, attempts,
-       next_attempt_at, created_at)
-ON CONFLICT (key) DO NOTHING
-""")
-_PG_COLUMNS = (
-    "key", "cycle_id", "type", "channel", "channel_type", "recipient", "payload", "status",
-    "attempts", "next_attempt_at", "created_at",
-)  # fmt: skip
-
-
 async def enqueue(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Add outbox rows; a row whose key exists already is a notification already written."""
-    if not rows:
-        return
-    if is_postgresql(session):
-        arrays = {name: [row[name] for row in rows] for name in _PG_COLUMNS}
-        arrays["payload"] = [json.dumps(payload) for payload in arrays["payload"]]
-        await session.execute(_PG_ENQUEUE, arrays)
-    else:
-        await session.execute(insert_ignoring_conflicts(session, OutboxMessage), rows)
+    await insert_new(session, OUTBOX, rows)

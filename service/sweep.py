@@ -25,12 +25,14 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
+from service.bulk import Write, write
+from service.cycle_rows import CYCLES
 from service.models import Cycle, Lead
 from service.outbox import (
     MESSAGE_TYPE,
@@ -431,21 +433,6 @@ _CLAIMED = (
     Cycle.started_at, Cycle.due_at, Cycle.target_seconds, Cycle.attempts, Cycle.breached_at,
     Cycle.at_risk, Cycle.announced_outcome, Cycle.schedule, Cycle.fired, Cycle.details,
 )  # fmt: skip
-_CYCLES = cast(Table, Cycle.__table__)
-_UPDATE = (
-    update(_CYCLES)
-    .where(_CYCLES.c.id == bindparam("cycle_id"))
-    .values(
-        state=bindparam("state"),
-        breached_at=bindparam("breached_at"),
-        at_risk=bindparam("at_risk"),
-        announced_outcome=bindparam("announced_outcome"),
-        fired=bindparam("fired"),
-        details=bindparam("details"),
-        next_fire_at=bindparam("next_fire_at"),
-        updated_at=bindparam("updated_at"),
-    )
-)
 
 
 async def _fire_batch_rows(
@@ -484,13 +471,12 @@ async def _fire_batch_rows(
         if cycle.count_outcome:
             details = {**details, "outcome_counted": "breached"}
         updates.append({
-            "cycle_id": cycle.id, "state": cycle.state, "breached_at": cycle.breached_at,
+            "id": cycle.id, "state": cycle.state, "breached_at": cycle.breached_at,
             "at_risk": cycle.at_risk, "announced_outcome": cycle.announced_outcome,
             "fired": cycle.fired, "details": details, "next_fire_at": cycle.next_fire_at,
             "updated_at": now,
         })  # fmt: skip
-    if updates:
-        await session.execute(_UPDATE, updates)
+    await write(session, Write("update", CYCLES, updates))
     outbox: list[dict[str, Any]] = []
     for notice in notices:
         as_fired = replace(notice.cycle, state=notice.state)

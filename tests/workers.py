@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 from sqlalchemy import select
 
+from service.config import Settings
 from service.db import create_engine, session_factory, sqlite_path
 from service.event_codec import event_from_json
 from service.ingest import store_delivery
@@ -53,6 +54,16 @@ def write_policy(directory: Path) -> Path:
 
 def environment(receiver: Receiver) -> dict[str, str]:
     return {"RECEIVER_URL": receiver.url, "RECEIVER_SECRET": RECEIVER_SECRET}
+
+
+def worker_settings(database_url: str, policy: Path, receiver: Receiver) -> Settings:
+    """In-process worker settings for the policy of ``write_policy``, notifying ``receiver``."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        policy_file=str(policy),
+        env_overrides=environment(receiver),
+    )
 
 
 async def seed_cycles(

@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
 from service.clock import FrozenClock, rfc3339
-from service.config import Settings
 from service.db import create_engine, session_factory
 from service.event_codec import event_from_json
 from service.ingest import store_delivery
@@ -28,7 +27,13 @@ from service.runtime import Runtime, build_runtime
 from service.sweep import _fire_batch_rows, _fire_batch_statement, sweep
 from tests.conftest import PG_URL, Receiver
 from tests.helpers import status
-from tests.workers import environment, expected_keys, read_scalar, seed_cycles, write_policy
+from tests.workers import (
+    expected_keys,
+    read_scalar,
+    seed_cycles,
+    worker_settings,
+    write_policy,
+)
 
 N = 300
 
@@ -49,12 +54,7 @@ async def test_sweeps_at_once_with_several_transactions_each_fire_every_step_onc
     policy = write_policy(tmp_path)
     now = clock.now()
     await seed_cycles(database_url, policy, receiver, N, now, now + timedelta(minutes=5))
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=database_url,
-        policy_file=str(policy),
-        env_overrides=environment(receiver),
-    )
+    settings = worker_settings(database_url, policy, receiver)
     one, two = build_runtime(settings, clock), build_runtime(settings, clock)
     breached_before = _metric_total("lead_sla_cycles_breached_total", policy="first-touch")
     lags_before = _metric_total("lead_sla_timer_fire_lag_seconds_count")

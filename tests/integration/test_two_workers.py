@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 
 from service.clock import FrozenClock
-from service.config import Settings
 from service.notify.dispatcher import dispatch
 from service.runtime import Runtime, build_runtime
 from service.sweep import sweep
 from tests.conftest import PG_URL, Receiver
 from tests.workers import (
-    environment,
     expected_keys,
     free_port,
     read_scalar,
@@ -31,6 +29,7 @@ from tests.workers import (
     start_worker,
     stop,
     wait_for,
+    worker_settings,
     write_policy,
 )
 
@@ -45,12 +44,7 @@ async def test_two_sweeps_and_dispatchers_at_once_fire_and_send_each_breach_once
     policy = write_policy(tmp_path)
     now = clock.now()
     await seed_cycles(database_url, policy, receiver, N, now, now + timedelta(minutes=5))
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=database_url,
-        policy_file=str(policy),
-        env_overrides=environment(receiver),
-    )
+    settings = worker_settings(database_url, policy, receiver)
     one, two = build_runtime(settings, clock), build_runtime(settings, clock)
     try:
         clock.advance(minutes=6)
