@@ -43,14 +43,18 @@ async def test_two_api_processes_share_the_port_and_store_every_event(
     port = free_port()
     server = _serve(database_url, tmp_path, "--role", "api", "--workers", "2", "--port", str(port))
     try:
-        await wait_for(lambda: serving(port) or server.poll() is not None, 60, "the API")
+        # Both processes listen before any connection is opened: the first one serving says
+        # nothing of the second, and connections made before it binds all go to the first.
+        await wait_for(
+            lambda: (
+                (serving(port) and sum(_listening(p, port) for p in _api_processes(server)) == 2)
+                or server.poll() is not None
+            ),
+            60,
+            "both API processes",
+        )
         assert server.poll() is None, server.communicate()[1].decode()
-        workers = [
-            child
-            for child in psutil.Process(server.pid).children(recursive=True)
-            if "spawn_main" in " ".join(child.cmdline())
-            and "resource_tracker" not in " ".join(child.cmdline())
-        ]
+        workers = _api_processes(server)
         assert len(workers) == 2
         # Sixteen keep-alive connections opened in one burst, as a busy CRM holds them: every
         # process gets some (all sixteen landing on one of two happens once in 30,000 runs).
@@ -90,6 +94,23 @@ def _sample(exposition: str, series: str) -> float | None:
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def _api_processes(server: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process(server.pid).children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline())
+        and "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+def _listening(process: psutil.Process, port: int) -> bool:
+    try:
+        connections = process.net_connections(kind="tcp")
+    except psutil.NoSuchProcess:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
 
 
 def _established(process: psutil.Process, port: int) -> int:
