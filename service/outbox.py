@@ -122,13 +122,13 @@ def pg_rfc3339(column: str) -> str:
     )
 
 
-def pg_cycle_payload(message: str, cycle: str) -> str:
+def pg_cycle_payload(message: str, cycle: str, lead: str) -> str:
     """``cycle_payload`` as a PostgreSQL expression, so the sweep can write a batch of
     notifications without building each body in Python.
 
-    ``cycle`` names a row with the ``sla_cycles`` columns a body shows (``lead_id`` included:
-    the lead's columns are looked up by primary key, one row per body, whatever the size of the
-    table). ``message`` names a row with ``type``, ``key``, ``occurred_at`` (already RFC 3339),
+    ``cycle`` names a row with the ``sla_cycles`` columns a body shows, ``lead`` one with the
+    ``leads`` columns (the caller joins them: a lookup per body in a subquery costs more than
+    the rest of the body). ``message`` names a row with ``type``, ``key``, ``occurred_at`` (already RFC 3339),
     ``late``, ``state`` (the cycle's state when the step fired), and ``elapsed`` and
     ``remaining`` as JSON number text (Python's float text, so a body parses to the same values,
     floats included, as ``cycle_payload``'s).
@@ -136,10 +136,9 @@ def pg_cycle_payload(message: str, cycle: str) -> str:
     return f"""json_build_object(
         'type', {message}.type, 'id', {message}.key, 'occurred_at', {message}.occurred_at,
         'policy', {cycle}.policy_id, 'cycle', {cycle}.number, 'late', {message}.late,
-        'lead', (SELECT json_build_object(
-                            'source', l.source, 'id', l.external_id, 'owner', {cycle}.owner,
-                            'team', {cycle}.team, 'status', l.status)
-                 FROM leads AS l WHERE l.id = {cycle}.lead_id),
+        'lead', json_build_object(
+            'source', {lead}.source, 'id', {lead}.external_id, 'owner', {cycle}.owner,
+            'team', {cycle}.team, 'status', {lead}.status),
         'sla', json_build_object(
             'started_at', {pg_rfc3339(f"{cycle}.started_at")},
             'due_at', {pg_rfc3339(f"{cycle}.due_at")},

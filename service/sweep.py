@@ -259,9 +259,9 @@ sent AS (
     INSERT INTO outbox (key, cycle_id, type, channel, channel_type, recipient, payload, status,
                         attempts, next_attempt_at, created_at)
     SELECT m.key, m.id, m.type, m.channel, m.channel_type, m.recipient,
-           {pg_cycle_payload("m", "m")},
+           {pg_cycle_payload("m", "m", "l")},
            'pending', 0, :now, :now
-    FROM messages AS m
+    FROM messages AS m JOIN leads AS l ON l.id = m.lead_id
     ORDER BY m.next_fire_at, m.id, m.pos, m.index
     ON CONFLICT (key) DO NOTHING
 )
