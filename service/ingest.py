@@ -205,6 +205,8 @@ async def _reconcile_cycles(
             row.deleted = True
             to_save.append(row)
             changed += 1
+            if row.announced_outcome == "breached":
+                await _announce_void(session, row, lead, now, policies)
     for result, kept in derived:
         if kept is not None:
             kept.number = result.number  # a late event can add an earlier cycle
@@ -301,6 +303,22 @@ def _pause_json(
         "event_id": event_id,
         "status": status,
     }
+
+
+async def _announce_void(
+    session: AsyncSession, row: CycleRow, lead: LeadRow, now: datetime, policies: LoadedPolicies
+) -> None:
+    """Withdraw a breach already announced for a cycle a late event showed never started: one
+    ``sla.corrected`` whose state is ``void``, to whoever hears of corrections."""
+    row.state = "void"  # the row is being deleted; this is only what the notice shows
+    round_ = int(row.details.get("round", 0))
+    await enqueue(
+        session,
+        messages_for(
+            policies.policy_set, "corrected", step_key("corrected", round_), row, lead, now,
+            0.0, False, now,
+        ),
+    )  # fmt: skip
 
 
 async def _announce_outcome(

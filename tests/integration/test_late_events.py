@@ -372,6 +372,14 @@ async def test_a_cycle_removed_by_a_late_event_does_not_swallow_a_new_cycles_not
         await store_delivery(session, "generic", [ours], None, clock.now(),
                              runtime.policies.current)  # fmt: skip
     assert await first_touch(runtime, "L-A") == []
+    # The breach announced for it is withdrawn, once.
+    await tick(runtime)
+    await tick(runtime)
+    assert_rounds(receiver, ["sla.breached", "sla.escalated"], ["sla.corrected"])
+    void = receiver.bodies()[-1]
+    assert (void["sla"]["state"], void["cycle"], void["recipient"]) == ("void", gone.number,
+                                                                        "rep-7")  # fmt: skip
+    assert void["id"] == f"cycle-{gone.id}-corrected-0"
 
     await post_events(client, clock.now(), status("b1", "L-B", clock.now(), "mql", owner="rep-7"))
     (fresh,) = await first_touch(runtime, "L-B")
