@@ -1,8 +1,11 @@
 """Engines, sessions and migrations for PostgreSQL (asyncpg) and the embedded SQLite default.
 
-SQLite runs in WAL mode with a busy timeout, and every transaction starts with
+SQLite runs in WAL mode with a busy timeout, and every transaction that may write starts with
 ``BEGIN IMMEDIATE``: the write lock is taken up front, so two writers queue instead of failing
-half-way with "database is locked" when a read turns into a write.
+half-way with "database is locked" when a read turns into a write. Sessions from
+``read_session_factory`` only read: their transactions start with a plain ``BEGIN`` and, in WAL
+mode, read a snapshot without waiting for a writer, so an API read or a gauge refresh never
+queues behind a busy ingest or sweep.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
 from service import json_codec
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_READ_ONLY = "lead_sla_read_only"  # execution option of the engine behind read sessions
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
@@ -56,11 +60,19 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reading only: on SQLite they never take the write lock (module docstring),
+    so a write in one would fail with "database is locked" instead of waiting its turn."""
+    read_only = engine.execution_options(**{_READ_ONLY: True})
+    return async_sessionmaker(read_only, expire_on_commit=False)
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -11,7 +11,7 @@ import sys
 from service.backtest import backtest
 from service.clock import SystemClock
 from service.config import Settings
-from service.db import create_engine, session_factory
+from service.db import create_engine, read_session_factory, session_factory
 from service.explaining import NotFound, explain_stored_cycle, explanation_json
 from service.policies import PolicyStore, load
 from service.policy_file import PolicyFileError
@@ -33,6 +33,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 async def _run(settings: Settings, args: argparse.Namespace) -> int:
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
+    reads = read_session_factory(engine)  # explain and backtest never wait for a busy server
     current = PolicyStore(settings.policy_file, settings.environment()).current
     now = SystemClock().now()
     try:
@@ -41,7 +42,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             print(f"recomputed open cycles of {result.leads} lead(s) under version "
                   f"{result.version}: {result.cycles_changed} changed")  # fmt: skip
         elif args.command == "explain":
-            async with sessions() as session:
+            async with reads() as session:
                 explanation = await explain_stored_cycle(
                     session, current, args.source, args.lead_id, args.policy, args.cycle, now
                 )
@@ -50,7 +51,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
             from pathlib import Path
 
             candidate = load(Path(args.policies), settings.environment())
-            report = await backtest(sessions, current, candidate, args.start, args.end, now)
+            report = await backtest(reads, current, candidate, args.start, args.end, now)
             print(json.dumps(report, indent=2))
     finally:
         await engine.dispose()

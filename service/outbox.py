@@ -128,10 +128,10 @@ def pg_cycle_payload(message: str, cycle: str, lead: str) -> str:
 
     ``cycle`` names a row with the ``sla_cycles`` columns a body shows, ``lead`` one with the
     ``leads`` columns (the caller joins them: a lookup per body in a subquery costs more than
-    the rest of the body). ``message`` names a row with ``type``, ``key``, ``occurred_at`` (already RFC 3339),
-    ``late``, ``state`` (the cycle's state when the step fired), and ``elapsed`` and
-    ``remaining`` as JSON number text (Python's float text, so a body parses to the same values,
-    floats included, as ``cycle_payload``'s).
+    the rest of the body). ``message`` names a row with ``type``, ``key``, ``occurred_at``
+    (already RFC 3339), ``late``, ``state`` (the cycle's state when the step fired), and
+    ``elapsed`` and ``remaining`` as JSON number text (Python's float text, so a body parses to
+    the same values, floats included, as ``cycle_payload``'s).
     """
     return f"""json_build_object(
         'type', {message}.type, 'id', {message}.key, 'occurred_at', {message}.occurred_at,

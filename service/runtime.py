@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.clock import Clock
 from service.config import Settings
-from service.db import create_engine, session_factory
+from service.db import create_engine, read_session_factory, session_factory
 from service.notify.dispatcher import RetryPolicy
 from service.policies import PolicyStore
 
@@ -25,6 +25,7 @@ class Runtime:
     role: Role
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    reads: async_sessionmaker[AsyncSession]  # read-only: never wait for a writer on SQLite
     policies: PolicyStore
     http: httpx.AsyncClient
     last_sweep_at: float | None = field(default=None)  # monotonic seconds, for /readyz
@@ -61,6 +62,7 @@ def build_runtime(
         role=role,
         engine=engine,
         sessions=session_factory(engine),
+        reads=read_session_factory(engine),
         policies=PolicyStore(settings.policy_file, settings.environment()),
         http=http or httpx.AsyncClient(timeout=settings.delivery_timeout_seconds),
     )

@@ -50,7 +50,7 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         )
 
     async def gauges_tick() -> None:
-        await refresh_gauges(runtime.sessions, runtime.clock.now())
+        await refresh_gauges(runtime.reads, runtime.clock.now())
 
     async def volume_tick() -> None:
         await evaluate_volume(runtime.sessions, runtime.policies.current, runtime.clock.now())

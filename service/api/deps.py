@@ -27,6 +27,14 @@ async def get_session(runtime: Runtime = Depends(get_runtime)) -> AsyncIterator[
         yield session
 
 
+async def get_read_session(
+    runtime: Runtime = Depends(get_runtime),
+) -> AsyncIterator[AsyncSession]:
+    """A transaction for a request that only reads (see ``db.read_session_factory``)."""
+    async with runtime.reads() as session, session.begin():
+        yield session
+
+
 def require(scope: ApiScope) -> Callable[..., Coroutine[Any, Any, None]]:
     async def check(
         runtime: Runtime = Depends(get_runtime),

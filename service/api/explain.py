@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_runtime, get_session, require
+from service.api.deps import get_read_session, get_runtime, require
 from service.explaining import NotFound, explain_stored_cycle, explanation_json
 from service.runtime import Runtime
 
@@ -19,7 +19,7 @@ async def explain_cycle(
     source: str,
     lead_id: str,
     policy: str,
-    session: Annotated[AsyncSession, Depends(get_session)],
+    session: Annotated[AsyncSession, Depends(get_read_session)],
     runtime: Annotated[Runtime, Depends(get_runtime)],
     cycle: Annotated[
         int | None, Query(ge=1, description="cycle number; default the latest")

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_session, require
+from service.api.deps import get_read_session, require
 from service.api.pagination import cursor_value, decode_cursor, encode_cursor
 from service.api.schemas import CycleOut, EventOut, LeadDetail, LeadOut, LeadPage
 from service.models import Cycle, Lead, LeadEventRow
 
 router = APIRouter(tags=["leads"], dependencies=[Depends(require("read"))])
-Session = Annotated[AsyncSession, Depends(get_session)]
+Session = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 @router.get("/leads", response_model=LeadPage)

@@ -10,13 +10,14 @@ from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_runtime, get_session, require
+from service.api.deps import get_read_session, get_runtime, get_session, require
 from service.api.pagination import decode_cursor, encode_cursor
 from service.models import OutboxMessage
 from service.runtime import Runtime
 
 router = APIRouter(tags=["outbox"])
 Session = Annotated[AsyncSession, Depends(get_session)]
+ReadSession = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 class OutboxOut(BaseModel):
@@ -50,7 +51,7 @@ def _out(row: OutboxMessage) -> OutboxOut:
 
 @router.get("/outbox", response_model=OutboxPage, dependencies=[Depends(require("read"))])
 async def list_outbox(
-    session: Session,
+    session: ReadSession,
     status: Literal["pending", "delivering", "delivered", "dead"] | None = None,
     channel: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

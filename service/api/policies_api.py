@@ -81,6 +81,6 @@ async def run_backtest(request: BacktestRequest, runtime: RuntimeDep) -> dict[st
         raise _refused(exc) from None
     start: datetime = request.from_
     return await backtest(
-        runtime.sessions, runtime.policies.current, candidate, start, request.to,
+        runtime.reads, runtime.policies.current, candidate, start, request.to,
         runtime.clock.now(),
     )  # fmt: skip

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_runtime, get_session, require
+from service.api.deps import get_read_session, get_runtime, require
 from service.reports import GroupBy, compliance, volume_json, volume_progress
 from service.runtime import Runtime
 
 router = APIRouter(tags=["reports"], dependencies=[Depends(require("read"))])
-Session = Annotated[AsyncSession, Depends(get_session)]
+Session = Annotated[AsyncSession, Depends(get_read_session)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 

@@ -9,13 +9,13 @@ from pydantic import AwareDatetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_session, require
+from service.api.deps import get_read_session, require
 from service.api.pagination import aware_datetime, cursor_value, decode_cursor, encode_cursor
 from service.api.schemas import CycleOut, CyclePage
 from service.models import Cycle, Lead
 
 router = APIRouter(tags=["slas"], dependencies=[Depends(require("read"))])
-Session = Annotated[AsyncSession, Depends(get_session)]
+Session = Annotated[AsyncSession, Depends(get_read_session)]
 
 
 @router.get("/slas", response_model=CyclePage)

@@ -3,6 +3,7 @@ cursors, API keys, probes, metrics, OpenAPI and policy reloads."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -14,13 +15,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
 from service.clock import FrozenClock
 from service.config import Settings
 from service.event_codec import event_from_json
 from service.gauges import refresh_gauges
 from service.ingest import store_delivery
-from service.models import Cycle
+from service.models import Cycle, Lead
 from service.runtime import Runtime
 from service.sweep import sweep
 from tests.conftest import FIXTURES
@@ -426,3 +428,28 @@ async def test_reload_applies_to_cycles_started_afterwards_and_refuses_a_broken_
         await post_events(client, clock.now(), status("n2", "NEWER", clock.now(), "mql"))
         newer = [c for c in await rows(runtime, Cycle) if c.lead_id == 3]
         assert [c.target_seconds for c in newer] == [7200]
+
+
+async def test_reads_answer_while_a_write_transaction_is_open(
+    client: httpx.AsyncClient, clock: FrozenClock, runtime: Runtime
+) -> None:
+    """An ingest or a sweep batch in progress holds SQLite's write lock; reads answer from the
+    last committed state meanwhile instead of queueing behind it for the busy timeout."""
+    t = clock.now()
+    await post_events(client, t, status("e1", "L-1", t, "mql", owner="rep-7", team="emea"))
+    async with runtime.sessions() as writer, writer.begin():
+        await writer.execute(update(Lead).values(owner="rep-8"))  # not committed yet
+        for url in (
+            "/api/v1/leads",
+            "/api/v1/leads/generic/L-1",
+            "/api/v1/leads/generic/L-1/slas/first-touch/explain",
+            "/api/v1/slas",
+            "/api/v1/outbox",
+            "/api/v1/reports/compliance",
+        ):
+            response = await asyncio.wait_for(client.get(url), 5)
+            assert response.status_code == 200, (url, response.text)
+        (lead,) = (await get(client, "/api/v1/leads"))["items"]
+        assert lead["owner"] == "rep-7"
+        await asyncio.wait_for(refresh_gauges(runtime.reads, t), 5)
+        assert sample("lead_sla_open_cycles", policy="first-touch", state="running") == 1
