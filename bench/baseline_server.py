@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--pool-size", type=int, default=10, help="as LEAD_SLA_DB_POOL_SIZE")
+    parser.add_argument("--pool-size", type=int, default=20, help="as LEAD_SLA_DB_POOL_SIZE")
     parser.add_argument("--workers", type=int, default=1, help="as `lead-sla serve --workers`")
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):

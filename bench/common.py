@@ -272,7 +272,7 @@ def start_service(url: str, role: str = "api", workers: int = 1, **settings: str
     return Server(f"service-{role}", argv, env, port)
 
 
-def start_baseline(url: str, pool_size: int = 10, workers: int = 1) -> Server:
+def start_baseline(url: str, pool_size: int = 20, workers: int = 1) -> Server:
     """The minimal FastAPI endpoint of ``baseline_server.py`` on a free loopback port."""
     port = free_port()
     argv = [sys.executable, str(BENCH / "baseline_server.py"), "--database-url", url]
@@ -383,7 +383,9 @@ def add_ingest_arguments(
     parser.add_argument(
         "--max-seconds", type=float, default=90.0, help="cap per run (default %(default)s)"
     )
-    parser.add_argument("--pool-size", type=int, default=10, help="LEAD_SLA_DB_POOL_SIZE (both)")
+    parser.add_argument(
+        "--pool-size", type=int, default=20, help="LEAD_SLA_DB_POOL_SIZE, both sides (%(default)s)"
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes per side (default %(default)s)"
     )

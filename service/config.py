@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     api_keys: str = ""  # "key1:admin,key2:read" (scope defaults to read)
     max_body_bytes: int = 1024 * 1024
     webhook_tolerance_seconds: int = 300
-    db_pool_size: int = 10
+    db_pool_size: int = 20
     sweep_interval_seconds: float = 1.0
     sweep_batch_size: int = 1000
     sweep_concurrency: int = 2  # sweep transactions at once on PostgreSQL; SQLite runs one

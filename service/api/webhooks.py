@@ -16,6 +16,7 @@ from service import metrics
 from service.api.errors import DATABASE_ERRORS, database_unavailable
 from service.crm.base import BadPayload, InboundRequest, InvalidEvents, SourceConfig, Unauthorized
 from service.crm.registry import ADAPTERS
+from service.db import stale_connection
 from service.ingest import RawDelivery, store_delivery
 from service.runtime import Runtime
 
@@ -93,15 +94,21 @@ async def receive_webhook(source: str, request: Request) -> Response:
     raw = RawDelivery(
         headers={k: v for k, v in inbound.headers.items() if k in KEPT_HEADERS}, body=body
     )
-    try:
-        async with runtime.sessions() as session, session.begin():
-            result = await store_delivery(
-                session, source, delivery.events, raw, inbound.received_at, loaded
-            )
-    except DATABASE_ERRORS as exc:
-        log.warning("webhook from %s not stored, database unavailable: %s", source, exc)
-        _outcome(source, "unavailable", started)
-        return database_unavailable()
+    for attempt in (1, 2):
+        try:
+            async with runtime.sessions() as session, session.begin():
+                result = await store_delivery(
+                    session, source, delivery.events, raw, inbound.received_at, loaded
+                )
+            break
+        except DATABASE_ERRORS as exc:
+            if attempt == 1 and stale_connection(exc):
+                # The database closed this pooled connection (a restart, a failover): try once
+                # on a new one. Safe even if the first commit went through: events dedupe.
+                continue
+            log.warning("webhook from %s not stored, database unavailable: %s", source, exc)
+            _outcome(source, "unavailable", started)
+            return database_unavailable()
     if delivery.ignored:
         metrics.EVENTS.labels(source, "ignored").inc(delivery.ignored)
     _outcome(
