@@ -8,10 +8,10 @@ one lead record.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
+from service import json_codec
 from service.crm.base import BadPayload, InboundRequest, ParsedDelivery
 from service.sla.types import LeadEvent
 
@@ -21,7 +21,7 @@ Part = TypeVar("Part")
 def json_body(request: InboundRequest) -> Any:
     """The decoded JSON body; ``BadPayload`` (400) when the body is not JSON at all."""
     try:
-        return json.loads(request.body)
+        return json_codec.loads(request.body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadPayload(f"body is not JSON: {exc}") from exc
 

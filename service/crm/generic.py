@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from service import json_codec
 from service.crm import signatures
 from service.crm.base import (
     BadPayload,
@@ -155,7 +156,7 @@ class GenericAdapter:
 
     def parse(self, request: InboundRequest, config: SourceConfig) -> ParsedDelivery:
         try:
-            body = json.loads(request.body)
+            body = json_codec.loads(request.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadPayload(f"body is not valid JSON: {exc}") from None
         if isinstance(body, dict) and "events" in body:
