@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
@@ -36,16 +35,9 @@ from service.event_log import (
 )
 from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
-from service.repository import is_postgresql
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
 from service.sla.types import LeadEvent, LeadState, lead_states, sort_and_dedupe
 from service.status_entries import StatusChanges, status_entry_writes
-
-# A delivery's statements (arrays of keys joined to unique indexes) cost PostgreSQL as much to
-# plan as to run, and the best plan does not depend on the arrays: plan each once per
-# connection. For this transaction only: the API's filtered reads and the sweep keep plans made
-# for their parameters. (A plan is made again when ANALYZE updates a table's statistics.)
-_PLAN_ONCE = text("SET LOCAL plan_cache_mode = force_generic_plan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +61,6 @@ async def store_delivery(
     policies: LoadedPolicies,
 ) -> IngestResult:
     """Append new events to the log (redeliveries are no-ops) and re-derive affected leads."""
-    if is_postgresql(session):
-        await session.execute(_PLAN_ONCE)
     unique: dict[str, LeadEvent] = {}
     for event in events:  # a copy repeated in one batch is a redelivery: the first one wins
         unique.setdefault(event.event_id, event)
