@@ -312,11 +312,24 @@ async def _announce_void(
     ``sla.corrected`` whose state is ``void``, to whoever hears of corrections."""
     row.state = "void"  # the row is being deleted; this is only what the notice shows
     round_ = int(row.details.get("round", 0))
+    await _enqueue_correction(session, row, round_, lead, now, 0.0, policies)
+
+
+async def _enqueue_correction(
+    session: AsyncSession,
+    cycle: CycleRow,
+    round_: int,
+    lead: LeadRow,
+    now: datetime,
+    elapsed: float,
+    policies: LoadedPolicies,
+) -> None:
+    """One ``sla.corrected`` per recipient, showing ``cycle`` as it is now."""
     await enqueue(
         session,
         messages_for(
-            policies.policy_set, "corrected", step_key("corrected", round_), row, lead, now,
-            0.0, False, now,
+            policies.policy_set, "corrected", step_key("corrected", round_), cycle, lead, now,
+            elapsed, False, now,
         ),
     )  # fmt: skip
 
@@ -346,13 +359,9 @@ async def _announce_outcome(
         # again (a late pause moved its deadline) is re-armed, and whatever falls due anew fires
         # again as a new round of notices.
         round_ = int(details.get("round", 0))
-        await enqueue(
-            session,
-            messages_for(
-                policies.policy_set, "corrected", step_key("corrected", round_), row, lead, now,
-                result.elapsed_business_seconds, False, now,
-            ),
-        )  # fmt: skip
+        await _enqueue_correction(
+            session, row, round_, lead, now, result.elapsed_business_seconds, policies
+        )
         if result.state == "met":
             row.announced_outcome = "met"
         else:
