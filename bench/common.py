@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,18 @@ def is_sqlite(url: str) -> bool:
 
 def asyncpg_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@contextlib.asynccontextmanager
+async def pg_connection(url: str) -> AsyncIterator[Any]:
+    """A plain asyncpg connection to the database of a SQLAlchemy URL, closed on exit."""
+    import asyncpg
+
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 # --- databases -----------------------------------------------------------------------------
@@ -84,11 +96,8 @@ def recreate_database(url: str) -> None:
 
 
 async def _recreate_pg(url: str, name: str) -> None:
-    import asyncpg
-
     admin = make_url(url).set(database="postgres")
-    connection = await asyncpg.connect(asyncpg_dsn(admin.render_as_string(hide_password=False)))
-    try:
+    async with pg_connection(admin.render_as_string(hide_password=False)) as connection:
         await connection.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -96,8 +105,6 @@ async def _recreate_pg(url: str, name: str) -> None:
         )
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
 
 
 def migrate(url: str) -> None:
@@ -126,10 +133,7 @@ async def truncate_all(url: str) -> None:
             await db.commit()
             await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return
-    import asyncpg
-
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         tables = await connection.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
             "AND tablename <> 'alembic_version'"
@@ -137,8 +141,6 @@ async def truncate_all(url: str) -> None:
         names = ", ".join(f'"{row[0]}"' for row in tables)
         await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
         await connection.execute("CHECKPOINT")
-    finally:
-        await connection.close()
 
 
 async def analyze(url: str) -> None:
@@ -152,13 +154,8 @@ async def analyze(url: str) -> None:
         async with aiosqlite.connect(make_url(url).database or "") as db:
             await db.execute("ANALYZE")
         return
-    import asyncpg
-
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         await connection.execute("ANALYZE")
-    finally:
-        await connection.close()
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -198,17 +195,13 @@ async def backend_cpu(url: str) -> dict[int, float]:
     work for it; backends that come and go within the run are not counted)."""
     if is_sqlite(url):
         return {}
-    import asyncpg
     import psutil
 
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         rows = await connection.fetch(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid()"
         )
-    finally:
-        await connection.close()
     used: dict[int, float] = {}
     for (pid,) in rows:
         with contextlib.suppress(psutil.Error):

@@ -40,11 +40,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    asyncpg_dsn,
     backend_cpu,
     median,
     migrate,
     percentile,
+    pg_connection,
     pg_url,
     print_header,
     process_cpu,
@@ -100,11 +100,8 @@ async def load_cycles(
     url: str, count: int, due_of: Callable[[int], datetime], version: str, now: datetime
 ) -> float:
     """Empty the tables and COPY ``count`` leads with one open cycle each; returns seconds."""
-    import asyncpg
-
     started = time.perf_counter()
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         await connection.execute("TRUNCATE outbox, sla_cycles, leads RESTART IDENTITY CASCADE")
         step = 100_000
         for first in range(1, count + 1, step):
@@ -125,8 +122,6 @@ async def load_cycles(
         await connection.execute("VACUUM ANALYZE sla_cycles")
         await connection.execute("VACUUM ANALYZE outbox")
         await connection.execute("CHECKPOINT")
-    finally:
-        await connection.close()
     return time.perf_counter() - started
 
 
@@ -193,15 +188,10 @@ async def run_service_sweep(url: str, batch_size: int, concurrency: int) -> dict
 
 
 async def outbox_rows_by_transaction(url: str) -> list[tuple[int, int]]:
-    import asyncpg
-
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         rows = await connection.fetch(
             "SELECT xmin::text::bigint, count(*) FROM outbox GROUP BY 1 ORDER BY 1"
         )
-    finally:
-        await connection.close()
     return [(int(xid), int(count)) for xid, count in rows]
 
 
@@ -226,29 +216,19 @@ ON CONFLICT (key) DO NOTHING
 
 
 async def run_baseline(url: str) -> dict[str, Any]:
-    import asyncpg
-
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         t0 = datetime.now(UTC)
         started = time.perf_counter()
         async with connection.transaction():
             status = await connection.execute(BASELINE_SQL, t0)
         elapsed = time.perf_counter() - started
-    finally:
-        await connection.close()
     fired = int(status.split()[-1])
     return {"fired": fired, "seconds": elapsed, "fired_s": fired / elapsed if elapsed else 0.0}
 
 
 async def outbox_count(url: str) -> int:
-    import asyncpg
-
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         return int(await connection.fetchval("SELECT count(*) FROM outbox"))
-    finally:
-        await connection.close()
 
 
 def drain(args: argparse.Namespace, version: str) -> None:
@@ -309,8 +289,6 @@ async def schedule_ticks(
 ) -> int:
     """Make a few cycles fall due every second from ``start``: next_fire_at and schedule agree,
     as ingest would leave them."""
-    import asyncpg
-
     count = min(open_cycles, int(seconds * per_second))
     stride = open_cycles // count
     rows = []
@@ -319,15 +297,12 @@ async def schedule_ticks(
         schedule = [{"step": "breach", "kind": "breach", "at": due.isoformat(),
                      "offset": float(TARGET_SECONDS)}]  # fmt: skip
         rows.append((1 + i * stride, due, json.dumps(schedule)))
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         await connection.executemany(
             "UPDATE sla_cycles SET next_fire_at = $2, due_at = $2, schedule = $3::json "
             "WHERE id = $1",
             rows,
         )
-    finally:
-        await connection.close()
     return count
 
 
@@ -376,16 +351,11 @@ def rss(args: argparse.Namespace, version: str) -> None:
 
 
 async def tick_lags(url: str) -> tuple[int, float, float]:
-    import asyncpg
-
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
+    async with pg_connection(url) as connection:
         rows = await connection.fetch(
             "SELECT extract(epoch FROM o.created_at - c.due_at) FROM outbox o "
             "JOIN sla_cycles c ON c.id = o.cycle_id"
         )
-    finally:
-        await connection.close()
     lags = [float(row[0]) for row in rows]
     return len(lags), percentile(lags, 0.5), percentile(lags, 0.99)
 
