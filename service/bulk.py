@@ -29,7 +29,9 @@ _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Rows to insert into, or update by ``id`` in, one table; every row has the same keys."""
+    """Rows to insert into, or update by ``id`` in, one table; every row has the same keys.
+    Rows to update must be locked by the caller's transaction (on SQLite: it holds the write
+    lock), as ingest and the sweep do."""
 
     action: Literal["insert", "update"]
     table: Table
@@ -88,9 +90,15 @@ def _update_sql(table: Table, names: tuple[str, ...], prefix: str) -> str:
         for n in names
         if n != "id"
     )
+    # Each row is found through the primary key and then updated by its physical address, so
+    # the plan is a lookup per row, never a join over the whole table (see ``keyed_select``).
+    # The address is read on the statement's snapshot: the rows must be locked by this
+    # transaction already (as every caller does), or a concurrent update would move them.
     return (
         f"UPDATE {table.name} AS t SET {assignments} "
-        f"FROM {_unnest(table, names, prefix)} WHERE t.id = u.id"
+        f"FROM {_unnest(table, names, prefix)} CROSS JOIN LATERAL "
+        f"(SELECT ctid AS address FROM {table.name} WHERE id = u.id OFFSET 0) AS found "
+        "WHERE t.ctid = found.address"
     )
 
 
@@ -150,17 +158,37 @@ def keyed_select(
     table: Table, key: str, columns: tuple[str, ...] = (), where: str = "", lock: bool = False
 ) -> Any:
     """PostgreSQL: the rows of ``table`` whose ``key`` is in the array ``:keys`` (and that meet
-    ``where``, on ``t``), in id order, optionally locked. A join on ``unnest`` plans as one index
-    lookup per key whatever the planner knows of the table; ``key = ANY(:keys)`` can plan as a
-    scan while a new table has no statistics yet, ten times slower for a 100-lead batch."""
+    ``where``, on ``t``), in id order, optionally locked in id order.
+
+    Each key is looked up in a ``LATERAL`` subquery the planner cannot merge into a join, so the
+    plan is one lookup per key: by index on any table of more than a few pages, and on every
+    table in a delivery, which rules scans out (``ingest._plan_once``). A plain join on
+    ``unnest`` plans as a hash join over a scan of the whole table whenever the statistics say
+    the table is small, which stale statistics (a new database, a bulk import, a lagging
+    autovacuum) keep saying long after it has grown: ten times slower for a 100-lead batch.
+
+    Locked rows are locked in id order, whatever order the keys come in, so two transactions
+    locking overlapping rows by different keys (CRM ids, primary keys) cannot deadlock: the rows
+    are found first, then locked one by one in id order.
+    """
     names = columns or tuple(table.c.keys())
-    element = _element(table.c[key])
-    return text(
-        f"SELECT {', '.join(f't.{n}' for n in names)} "
-        f"FROM unnest(CAST(:keys AS {element}[])) AS k(key) "
-        f"JOIN {table.name} AS t ON t.{key} = k.key {'AND ' + where if where else ''} "
-        f"ORDER BY t.id{' FOR UPDATE OF t' if lock else ''}"
-    ).columns(*(table.c[n] for n in names))
+    selected = ", ".join(f"t.{n}" for n in names)
+    lookup = (
+        f"unnest(CAST(:keys AS {_element(table.c[key])}[])) AS k(key) CROSS JOIN LATERAL "
+        f"(SELECT * FROM {table.name} AS t WHERE t.{key} = k.key"
+        f"{' AND ' + where if where else ''} OFFSET 0) AS t"
+    )
+    if not lock:
+        statement = f"SELECT {selected} FROM {lookup} ORDER BY t.id"
+    else:
+        # Found first, then locked by a nested loop over the sorted ids: a lock taken in the
+        # outer query would be taken inside the lookup, in the keys' order.
+        statement = (
+            f"WITH found AS MATERIALIZED (SELECT t.id FROM {lookup} ORDER BY t.id) "
+            f"SELECT {selected} FROM found AS f CROSS JOIN LATERAL "
+            f"(SELECT * FROM {table.name} AS t WHERE t.id = f.id FOR UPDATE) AS t ORDER BY t.id"
+        )
+    return text(statement).columns(*(table.c[n] for n in names))
 
 
 def _sqlite_params(w: Write) -> list[dict[str, Any]]:

@@ -213,7 +213,8 @@ async def append_events(
 # the log as it was before this delivery (the events just appended come back from RETURNING
 # instead); the caller holds the leads' locks, so nothing else can have extended those
 # histories since. The cycles are locked too, so that a breach the sweep is announcing right
-# now is seen (and corrected if need be) rather than overwritten.
+# now is seen (and corrected if need be) rather than overwritten, in id order; lookups go
+# through LATERAL subqueries for the reason ``bulk.keyed_select`` gives.
 _EVENTS_FROM_ARRAYS = """
 SELECT e.lead_id, :source, e.event_id, e.type, e.occurred_at, :received_at, CAST(e.data AS json),
        {raw_id}
@@ -229,20 +230,25 @@ appended AS (
     ON CONFLICT (source, event_id) DO NOTHING
     RETURNING lead_id, event_id
 ),
-locked AS (
-    SELECT c.* FROM unnest(CAST(:histories_of AS bigint[])) AS k(lead_id)
-    JOIN sla_cycles AS c ON c.lead_id = k.lead_id
-    WHERE k.lead_id IN (SELECT lead_id FROM appended)
+extended AS MATERIALIZED (
+    SELECT lead_id FROM unnest(CAST(:histories_of AS bigint[])) AS k(lead_id)
+    WHERE lead_id IN (SELECT lead_id FROM appended)
+),
+found AS MATERIALIZED (
+    SELECT c.id FROM extended AS k
+    CROSS JOIN LATERAL (SELECT id FROM sla_cycles AS c WHERE c.lead_id = k.lead_id OFFSET 0) AS c
     ORDER BY c.id
-    FOR UPDATE OF c
+),
+locked AS (
+    SELECT c.* FROM found AS f
+    CROSS JOIN LATERAL (SELECT * FROM sla_cycles AS c WHERE c.id = f.id FOR UPDATE) AS c
 )
 SELECT lead_id, event_id, CAST(NULL AS json) AS data, CAST(NULL AS json) AS cycle
 FROM appended
 UNION ALL
 SELECT e.lead_id, NULL, e.data, NULL
-FROM unnest(CAST(:histories_of AS bigint[])) AS k(lead_id)
-JOIN lead_events AS e ON e.lead_id = k.lead_id
-WHERE k.lead_id IN (SELECT lead_id FROM appended)
+FROM extended AS k
+CROSS JOIN LATERAL (SELECT * FROM lead_events AS e WHERE e.lead_id = k.lead_id OFFSET 0) AS e
 UNION ALL
 SELECT lead_id, NULL, NULL, row_to_json(locked) FROM locked
 """
