@@ -278,8 +278,8 @@ def _apply_result(row: CycleRow, result: CycleResult, now: datetime) -> bool:
     """Copy a derived cycle onto its row; True if anything a user would see changed.
 
     Only values that differ are assigned, so an event that leaves a cycle as it was costs no
-    UPDATE. The elapsed time of an open cycle is therefore the one of its last change; explain
-    and the sweep's notices compute the current one.
+    UPDATE. The elapsed time stored for an open cycle is therefore the one of its last change;
+    the API, explain and the sweep's notices count the current one.
     """
     before = (row.state, row.due_at, row.stopped_at, row.owner) if row.id else None
     values: dict[str, Any] = {

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_read_session, require
+from service.api.deps import get_read_session, get_runtime, require
 from service.api.pagination import cursor_value, decode_cursor, encode_cursor
 from service.api.schemas import CycleOut, EventOut, LeadDetail, LeadOut, LeadPage
 from service.models import Cycle, Lead, LeadEventRow
+from service.runtime import Runtime
 
 router = APIRouter(tags=["leads"], dependencies=[Depends(require("read"))])
 Session = Annotated[AsyncSession, Depends(get_read_session)]
@@ -68,8 +69,14 @@ async def find_lead(session: AsyncSession, source: str, external_id: str) -> Lea
 
 
 @router.get("/leads/{source}/{lead_id}", response_model=LeadDetail)
-async def get_lead(source: str, lead_id: str, session: Session) -> LeadDetail:
+async def get_lead(
+    source: str,
+    lead_id: str,
+    session: Session,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
+) -> LeadDetail:
     lead = await find_lead(session, source, lead_id)
+    now, calendars = runtime.clock.now(), runtime.policies.current.calendars
     events = await session.scalars(
         select(LeadEventRow)
         .where(LeadEventRow.lead_id == lead.id)
@@ -81,5 +88,5 @@ async def get_lead(source: str, lead_id: str, session: Session) -> LeadDetail:
     return LeadDetail(
         lead=LeadOut.of(lead),
         timeline=[EventOut.of(row) for row in events],
-        cycles=[CycleOut.of(cycle) for cycle in cycles],
+        cycles=[CycleOut.of(cycle, now, calendars) for cycle in cycles],
     )

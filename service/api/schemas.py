@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.models import Cycle, Lead, LeadEventRow
+from service.sla.engine import CalendarLookup, Pause, elapsed_so_far
 
 
 class LeadOut(BaseModel):
@@ -55,7 +56,9 @@ class CycleOut(BaseModel):
     breached_at: datetime | None
     late_by_seconds: float | None
     target_business_seconds: int | None
-    elapsed_business_seconds: float | None
+    elapsed_business_seconds: float | None = Field(
+        description="business time counted: up to its stop, or up to this answer while it is open"
+    )
     attempts: int | None
     required: int | None
     stop_reason: str | None
@@ -65,7 +68,10 @@ class CycleOut(BaseModel):
     lead: dict[str, str] | None = None
 
     @classmethod
-    def of(cls, cycle: Cycle, lead: Lead | None = None) -> CycleOut:
+    def of(
+        cls, cycle: Cycle, now: datetime, calendars: CalendarLookup, lead: Lead | None = None
+    ) -> CycleOut:
+        """The cycle as of ``now``: an open cycle's elapsed time is counted up to it."""
         details = cycle.details or {}
         late = None
         if cycle.breached_at is not None and cycle.stopped_at is not None:
@@ -77,12 +83,36 @@ class CycleOut(BaseModel):
             started_at=cycle.started_at, due_at=cycle.due_at, stopped_at=cycle.stopped_at,
             breached_at=cycle.breached_at, late_by_seconds=late,
             target_business_seconds=cycle.target_seconds,
-            elapsed_business_seconds=cycle.elapsed_business_seconds, attempts=cycle.attempts,
+            elapsed_business_seconds=_elapsed(cycle, details, now, calendars),
+            attempts=cycle.attempts,
             required=details.get("required"), stop_reason=details.get("stop_reason"),
             pauses=details.get("pauses", []), next_fire_at=cycle.next_fire_at,
             fired=list(cycle.fired or []),
             lead={"source": lead.source, "id": lead.external_id} if lead else None,
         )  # fmt: skip
+
+
+def _elapsed(
+    cycle: Cycle, details: dict[str, Any], now: datetime, calendars: CalendarLookup
+) -> float | None:
+    """A stopped cycle's stored figure; an open one's, counted again up to ``now`` (the stored
+    one is as of the cycle's last change)."""
+    if cycle.stopped_at is not None:
+        return cycle.elapsed_business_seconds
+    try:
+        calendar = calendars(details.get("calendar"))
+    except KeyError:  # a calendar a policy reload removed: the last figure known
+        return cycle.elapsed_business_seconds
+    pauses = [
+        Pause(
+            datetime.fromisoformat(p["start"]),
+            datetime.fromisoformat(p["end"]) if p["end"] else None,
+            p["event_id"],
+            p["status"],
+        )
+        for p in details.get("pauses", [])
+    ]
+    return elapsed_so_far(cycle.started_at, pauses, calendar, now)
 
 
 class EventOut(BaseModel):

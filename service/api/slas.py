@@ -9,10 +9,11 @@ from pydantic import AwareDatetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_read_session, require
+from service.api.deps import get_read_session, get_runtime, require
 from service.api.pagination import aware_datetime, cursor_value, decode_cursor, encode_cursor
 from service.api.schemas import CycleOut, CyclePage
 from service.models import Cycle, Lead
+from service.runtime import Runtime
 
 router = APIRouter(tags=["slas"], dependencies=[Depends(require("read"))])
 Session = Annotated[AsyncSession, Depends(get_read_session)]
@@ -21,6 +22,7 @@ Session = Annotated[AsyncSession, Depends(get_read_session)]
 @router.get("/slas", response_model=CyclePage)
 async def list_cycles(
     session: Session,
+    runtime: Annotated[Runtime, Depends(get_runtime)],
     policy: str | None = None,
     state: Literal["running", "paused", "met", "breached"] | None = None,
     open: Annotated[bool | None, Query(description="not yet stopped")] = None,
@@ -69,4 +71,6 @@ async def list_cycles(
         last = rows[-1][0]
         due_text = last.due_at.isoformat() if last.due_at else None
         next_cursor = encode_cursor({"due": due_text, "id": last.id})
-    return CyclePage(items=[CycleOut.of(c, lead) for c, lead in rows], next_cursor=next_cursor)
+    now, calendars = runtime.clock.now(), runtime.policies.current.calendars
+    items = [CycleOut.of(c, now, calendars, lead) for c, lead in rows]
+    return CyclePage(items=items, next_cursor=next_cursor)

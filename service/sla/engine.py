@@ -234,11 +234,11 @@ def _stop(cycle: _OpenCycle, event: LeadEvent, reason: str) -> None:
 class _ActiveTime:
     """Business time of one cycle: its calendar minus its pauses, from its start on."""
 
-    def __init__(self, cycle: _OpenCycle, calendar: Calendar) -> None:
+    def __init__(self, started_at: datetime, pauses: Sequence[Pause], calendar: Calendar) -> None:
         self.calendar = calendar
         spans: list[tuple[datetime, datetime | None]] = []
-        cursor = cycle.started_at
-        for pause in cycle.pauses:
+        cursor = started_at
+        for pause in pauses:
             spans.append((cursor, pause.start))
             if pause.end is None:
                 cursor = None  # type: ignore[assignment]
@@ -274,8 +274,16 @@ class _ActiveTime:
         return total
 
 
+def elapsed_so_far(
+    started_at: datetime, pauses: Sequence[Pause], calendar: Calendar, now: datetime
+) -> float:
+    """The business time an open cycle has used by ``now``: stored cycles keep the figure of
+    their last change, and a running clock moves on without one."""
+    return _ActiveTime(started_at, pauses, calendar).elapsed_until(now)
+
+
 def _finish(policy: Policy, cycle: _OpenCycle, now: datetime, calendar: Calendar) -> CycleResult:
-    active = _ActiveTime(cycle, calendar)
+    active = _ActiveTime(cycle.started_at, cycle.pauses, calendar)
     target = cycle.target_seconds
     due = active.instant_after(target)
     end = cycle.stopped_at if cycle.stopped_at is not None else now

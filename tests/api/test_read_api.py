@@ -189,6 +189,26 @@ async def test_lead_detail_has_the_ordered_timeline_and_every_cycle(
     assert paused["pauses"][0]["start"] == (t - 15 * MIN).isoformat()
 
 
+async def test_an_open_cycles_elapsed_time_is_counted_up_to_the_request(
+    client: httpx.AsyncClient, clock: FrozenClock, population: datetime
+) -> None:
+    """Stored cycles keep the elapsed time of their last change; a running clock moves on."""
+    clock.advance(minutes=10)
+
+    async def elapsed(lead_id: str) -> float:
+        cycles = (await get(client, f"/api/v1/leads/generic/{lead_id}"))["cycles"]
+        (first,) = [c for c in cycles if c["policy"] == "first-touch"]
+        return float(first["elapsed_business_seconds"])
+
+    assert await elapsed("B1") == 2 * 3600 + 600  # breached, still open: the clock runs on
+    assert await elapsed("P1") == 300  # paused 5 minutes after it started
+    assert await elapsed("M1") == 600  # stopped: as it stopped
+    queue = await get(client, "/api/v1/slas", policy="first-touch", owner="rep-7", open="true")
+    assert [(c["lead"]["id"], c["elapsed_business_seconds"]) for c in queue["items"]] == [
+        ("B1", 7800.0), ("R1", 2700.0),
+    ]  # fmt: skip
+
+
 async def test_lead_detail_404(client: httpx.AsyncClient, population: datetime) -> None:
     for path in ("/api/v1/leads/generic/NOPE", "/api/v1/leads/hubspot/B1"):
         response = await client.get(path)

@@ -111,10 +111,12 @@ async def snapshot(
 ) -> dict[str, Any]:
     """Everything a redelivery must leave as it was: the leads, their timelines and cycles, and
     what is queued for delivery."""
-    return {
-        "leads": {lead_id: await lead_detail(client, source, lead_id) for lead_id in lead_ids},
-        "outbox": await outbox_size(runtime),
-    }
+    leads = {lead_id: await lead_detail(client, source, lead_id) for lead_id in lead_ids}
+    for detail in leads.values():
+        for cycle in detail["cycles"]:
+            if cycle["open"]:  # counted up to the moment of asking: moves with the clock
+                del cycle["elapsed_business_seconds"]
+    return {"leads": leads, "outbox": await outbox_size(runtime)}
 
 
 def breaches(receiver: Receiver) -> list[tuple[str, str]]:
