@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.bulk import Write, keyed_select
 from service.models import Cycle, UTCDateTime
 from service.repository import chunks, is_postgresql
+from service.sla.engine import Pause
 
 CYCLES = cast(Table, Cycle.__table__)
 
@@ -80,6 +81,26 @@ def cycle_from_json(values: dict[str, Any]) -> CycleRow:
         if values[name] is not None:
             values[name] = datetime.fromisoformat(values[name]).astimezone(UTC)
     return loaded_cycle(values)
+
+
+def pause_json(pause: Pause) -> dict[str, Any]:
+    """A pause as a cycle's ``details`` keep it."""
+    return {
+        "start": pause.start.isoformat(),
+        "end": pause.end.isoformat() if pause.end else None,
+        "event_id": pause.event_id,
+        "status": pause.status,
+    }
+
+
+def pause_from_json(values: Mapping[str, Any]) -> Pause:
+    end = values["end"]
+    return Pause(
+        datetime.fromisoformat(values["start"]),
+        datetime.fromisoformat(end) if end else None,
+        values["event_id"],
+        values["status"],
+    )
 
 
 _NUMBER = COLUMNS.index("number")

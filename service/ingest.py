@@ -23,6 +23,7 @@ from service.cycle_rows import (
     cycle_writes,
     free_cycle_keys,
     lock_cycles,
+    pause_json,
 )
 from service.event_log import (
     LeadRow,
@@ -305,7 +306,7 @@ def _apply_result(row: CycleRow, result: CycleResult, now: datetime) -> bool:
             "stop_event_id": result.stop_event_id,
             "stop_reason": result.stop_reason,
             "required": result.required,
-            "pauses": [_pause_json(p.start, p.end, p.event_id, p.status) for p in result.pauses],
+            "pauses": [pause_json(pause) for pause in result.pauses],
         },
     }
     changed = [name for name, value in values.items() if getattr(row, name) != value]
@@ -315,17 +316,6 @@ def _apply_result(row: CycleRow, result: CycleResult, now: datetime) -> bool:
         row.elapsed_business_seconds = result.elapsed_business_seconds
         row.updated_at = now
     return before != (row.state, row.due_at, row.stopped_at, row.owner)
-
-
-def _pause_json(
-    start: datetime, end: datetime | None, event_id: str, status: str
-) -> dict[str, Any]:
-    return {
-        "start": start.isoformat(),
-        "end": end.isoformat() if end else None,
-        "event_id": event_id,
-        "status": status,
-    }
 
 
 async def _announce_void(

@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.cycle_rows import pause_from_json
 from service.models import Cycle, Lead, LeadEventRow
-from service.sla.engine import CalendarLookup, Pause, elapsed_so_far
+from service.sla.engine import CalendarLookup, elapsed_so_far
 
 
 class LeadOut(BaseModel):
@@ -103,15 +104,7 @@ def _elapsed(
         calendar = calendars(details.get("calendar"))
     except KeyError:  # a calendar a policy reload removed: the last figure known
         return cycle.elapsed_business_seconds
-    pauses = [
-        Pause(
-            datetime.fromisoformat(p["start"]),
-            datetime.fromisoformat(p["end"]) if p["end"] else None,
-            p["event_id"],
-            p["status"],
-        )
-        for p in details.get("pauses", [])
-    ]
+    pauses = [pause_from_json(pause) for pause in details.get("pauses", [])]
     return elapsed_so_far(cycle.started_at, pauses, calendar, now)
 
 
