@@ -15,10 +15,6 @@ from collections.abc import Iterable
 from service.crm.base import InboundRequest, SourceConfig, Unauthorized
 from service.crm.mapping import EpochUnit, parse_timestamp
 
-# How far a signed request's timestamp may be from our clock, either way. HubSpot documents
-# "reject the request if the timestamp is older than 5 minutes"; the same bound applies to
-# timestamps from the future, so a captured request cannot be replayed later either.
-
 _EPOCH_UNIT_NAMES: dict[str, str] = {
     "s": "seconds",
     "ms": "milliseconds",
@@ -66,7 +62,9 @@ def fresh_signature(
     Raises ``Unauthorized`` when either header is missing, when the timestamp is not an epoch
     number in ``epoch_unit``, or when it is more than ``tolerance_seconds``
     (``LEAD_SLA_WEBHOOK_TOLERANCE_SECONDS``) from the moment the request was received: an old
-    signature, however valid, may be a replay.
+    signature, however valid, may be a replay. The bound applies either way (HubSpot documents
+    rejecting timestamps older than 5 minutes), so a timestamp from the future cannot stretch
+    the replay window.
     """
     signature = request.header(signature_header)
     timestamp = request.header(timestamp_header)
