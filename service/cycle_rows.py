@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, select, update
@@ -56,14 +57,15 @@ class CycleRow:
     deleted: bool = field(default=False, repr=False)
 
     def columns(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in COLUMNS}
+        return dict(zip(COLUMNS, _column_values(self), strict=True))
 
     @property
     def changed(self) -> bool:
-        return self.read is not None and self.read != tuple(getattr(self, n) for n in COLUMNS)
+        return self.read is not None and self.read != _column_values(self)
 
 
 COLUMNS = tuple(f.name for f in fields(CycleRow) if f.name not in ("read", "deleted"))
+_column_values = attrgetter(*COLUMNS)  # one C call: rows are compared and written in bulk
 assert set(COLUMNS) == set(CYCLES.c.keys()), "CycleRow must mirror sla_cycles"
 _INSTANTS = tuple(c.name for c in CYCLES.c if isinstance(c.type, UTCDateTime))
 
@@ -71,7 +73,7 @@ _INSTANTS = tuple(c.name for c in CYCLES.c if isinstance(c.type, UTCDateTime))
 def loaded_cycle(values: Mapping[str, Any]) -> CycleRow:
     """A stored cycle as read, remembering its values to tell later what changed."""
     row = CycleRow(**values)
-    row.read = tuple(getattr(row, n) for n in COLUMNS)
+    row.read = _column_values(row)
     return row
 
 

@@ -6,11 +6,11 @@ commit together or not at all, so a 202 always means "stored and applied".
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from operator import attrgetter
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -96,10 +96,13 @@ async def store_delivery(
     )
     inserted, histories = appended.inserted, appended.histories
     new_events: dict[int, set[str]] = defaultdict(set)
+    counted: Counter[str] = Counter()
     for event in unique.values():
         if event.event_id in inserted:
-            metrics.EVENTS.labels(source, event.type).inc()
+            counted[event.type] += 1
             new_events[leads[event.lead.id].id].add(event.event_id)
+    for event_type, count in counted.items():
+        metrics.EVENTS.labels(source, event_type).inc(count)
     # Leads created just now have no other history and no cycles: nothing to read back.
     before = [lead for lead in stored.values() if lead.id in new_events]
     if appended.cycles is not None:
@@ -201,14 +204,18 @@ async def _reconcile_cycles(
     announced, the target it was pinned to — so a breach announced for one cycle is never
     "corrected" by, or fired again for, another.
     """
-    policy_set = policies.policy_set
     changed = 0
-    active = {policy.id for policy in policy_set.policies}
     derived: list[tuple[CycleResult, CycleRow | None]] = []
     leftovers: list[CycleRow] = []
-    for policy in policy_set.policies:
-        rows = [row for (policy_id, _), row in existing.items() if policy_id == policy.id]
+    stored: dict[str, list[CycleRow]] = defaultdict(list)
+    for (policy_id, _), row in existing.items():
+        stored[policy_id].append(row)
+    for policy in policies.policy_set.policies:
+        rows = stored.pop(policy.id, [])
         results = derive_cycles(policy, events, now, policies.calendars, states=states)
+        if not rows:  # the common case of a lead's first cycles: nothing to match or pin
+            derived.extend((result, None) for result in results)
+            continue
         matched = _match_rows(results, rows)
         pinned = {
             result.number: row.target_seconds or 0
@@ -223,14 +230,13 @@ async def _reconcile_cycles(
         used = {id(row) for row in matched if row is not None}
         leftovers.extend(row for row in rows if id(row) not in used)
     for row in leftovers:
-        # A late event can mean this cycle never started. Cycles of policies no longer loaded
-        # stay as history.
-        if row.policy_id in active:
-            row.deleted = True
-            to_save.append(row)
-            changed += 1
-            if row.announced_outcome == "breached":
-                await _announce_void(session, row, lead, now, policies)
+        # A late event can mean this cycle never started (cycles of policies no longer loaded
+        # stay as history, and were left in ``stored``).
+        row.deleted = True
+        to_save.append(row)
+        changed += 1
+        if row.announced_outcome == "breached":
+            await _announce_void(session, row, lead, now, policies)
     for result, kept in derived:
         if kept is not None:
             kept.number = result.number  # a late event can add an earlier cycle
@@ -275,6 +281,14 @@ def _new_cycle(lead: LeadRow, result: CycleResult, version: str, now: datetime) 
     return row
 
 
+# The columns a fold derives, in the order ``_apply_result`` lists them.
+_DERIVED = (
+    "state", "open", "owner", "team", "started_at", "due_at", "stopped_at", "breached_at",
+    "target_seconds", "attempts", "schedule", "next_fire_at", "details",
+)  # fmt: skip
+_derived_values = attrgetter(*_DERIVED)
+
+
 def _apply_result(row: CycleRow, result: CycleResult, now: datetime) -> bool:
     """Copy a derived cycle onto its row; True if anything a user would see changed.
 
@@ -283,23 +297,21 @@ def _apply_result(row: CycleRow, result: CycleResult, now: datetime) -> bool:
     the API, explain and the sweep's notices count the current one.
     """
     before = (row.state, row.due_at, row.stopped_at, row.owner) if row.id else None
-    values: dict[str, Any] = {
-        "state": result.state,
-        "open": result.open,
-        "owner": result.owner,
-        "team": result.team,
-        "started_at": result.started_at,
-        "due_at": result.due_at,
-        "stopped_at": result.stopped_at,
-        "breached_at": result.breached_at,
-        "target_seconds": result.target_seconds,
-        "attempts": result.attempts,
-        "schedule": [
-            {"step": t.step, "kind": t.kind, "at": t.at.isoformat(), "offset": t.offset}
-            for t in result.timers
-        ],
-        "next_fire_at": next_fire_at(result.timers, row.fired or []) if result.open else None,
-        "details": {
+    derived = (
+        result.state,
+        result.open,
+        result.owner,
+        result.team,
+        result.started_at,
+        result.due_at,
+        result.stopped_at,
+        result.breached_at,
+        result.target_seconds,
+        result.attempts,
+        [{"step": t.step, "kind": t.kind, "at": t.at.isoformat(), "offset": t.offset}
+         for t in result.timers],
+        next_fire_at(result.timers, row.fired or []) if result.open else None,
+        {
             **(row.details or {}),
             "calendar": result.calendar,
             "start_event_id": result.start_event_id,
@@ -308,10 +320,13 @@ def _apply_result(row: CycleRow, result: CycleResult, now: datetime) -> bool:
             "required": result.required,
             "pauses": [pause_json(pause) for pause in result.pauses],
         },
-    }
-    changed = [name for name, value in values.items() if getattr(row, name) != value]
-    for name in changed:
-        setattr(row, name, values[name])
+    )  # fmt: skip
+    stored = _derived_values(row)
+    changed = derived != stored  # one comparison for the common case of nothing new
+    if changed:
+        for name, value, old in zip(_DERIVED, derived, stored, strict=True):
+            if value != old:
+                setattr(row, name, value)
     if changed or row.elapsed_business_seconds is None:
         row.elapsed_business_seconds = result.elapsed_business_seconds
         row.updated_at = now
@@ -357,15 +372,15 @@ async def _announce_outcome(
 ) -> None:
     """Count outcomes once, and correct a breach already announced that a late event undid."""
     details = dict(row.details)
-    team = metrics.LABELS.team(row.team)
-    policy_label = metrics.LABELS.policy(row.policy_id)
+    outcome = None
     if result.state == "met" and not details.get("outcome_counted"):
-        details["outcome_counted"] = "met"
-        metrics.CYCLES_MET.labels(policy_label, team).inc()
-        metrics.TIME_TO_STOP.labels(policy_label).observe(result.elapsed_business_seconds)
+        outcome = metrics.CYCLES_MET
     elif result.state == "breached" and not result.open and not details.get("outcome_counted"):
-        details["outcome_counted"] = "breached"
-        metrics.CYCLES_BREACHED.labels(policy_label, team).inc()
+        outcome = metrics.CYCLES_BREACHED
+    if outcome is not None:
+        details["outcome_counted"] = result.state
+        policy_label = metrics.LABELS.policy(row.policy_id)
+        outcome.labels(policy_label, metrics.LABELS.team(row.team)).inc()
         metrics.TIME_TO_STOP.labels(policy_label).observe(result.elapsed_business_seconds)
     if row.announced_outcome == "breached" and result.state != "breached":
         # A late event undid a breach already announced: say so. Met is final; a clock running
