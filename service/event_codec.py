@@ -58,8 +58,17 @@ def event_from_json(data: dict[str, Any]) -> LeadEvent:
         occurred_at=datetime.fromisoformat(data["occurred_at"]),
         lead=LeadSnapshot(
             id=lead["id"],
+            status=lead.get("status"),
+            owner=lead.get("owner"),
+            team=lead.get("team"),
+            email=lead.get("email"),
+            name=lead.get("name"),
+            source=lead.get("source"),
+            segment=lead.get("segment"),
+            priority=lead.get("priority"),
+            score=lead.get("score"),
+            country=lead.get("country"),
             attributes=lead.get("attributes") or {},
-            **{name: lead.get(name) for name in _SNAPSHOT_FIELDS},
         ),
         status=StatusChange(to=status["to"], from_=status.get("from"), reason=status.get("reason"))
         if status

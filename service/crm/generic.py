@@ -7,7 +7,9 @@ lists every problem by index and field, so a sender can fix and resend the whole
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Literal
 
 from pydantic import (
@@ -122,15 +124,21 @@ class _Event(BaseModel):
             event_id=self.event_id,
             type=self.type,
             occurred_at=self.occurred_at,
-            lead=LeadSnapshot(**lead.model_dump()),
+            lead=LeadSnapshot(*_snapshot_values(lead)),
             status=StatusChange(
                 to=self.status.to, from_=self.status.from_, reason=self.status.reason
             )
             if self.status
             else None,
             owner=OwnerChange(to=self.owner.to, from_=self.owner.from_) if self.owner else None,
-            activity=Activity(**self.activity.model_dump()) if self.activity else None,
+            activity=Activity(self.activity.kind, self.activity.outcome, self.activity.by)
+            if self.activity
+            else None,
         )
+
+
+# A snapshot's fields in its own order, read in one call: a batch converts a thousand of them.
+_snapshot_values = attrgetter(*(f.name for f in fields(LeadSnapshot)))
 
 
 def _field_errors(index: int, exc: ValidationError) -> list[FieldError]:
