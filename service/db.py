@@ -31,8 +31,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _READ_ONLY = "lead_sla_read_only"  # execution option of the engine behind read sessions
 
 
-def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
-    """An engine for ``url``; on PostgreSQL with ``pool_size`` connections kept open.
+def create_engine(url: str, pool_size: int = 20, *, plan_once: bool = False) -> AsyncEngine:
+    """An engine for ``url``; on PostgreSQL with ``pool_size`` connections kept open, which with
+    ``plan_once`` plan each statement once (see ``_plan_once``): for storing deliveries only.
 
     No overflow: connections opened beyond the pool under load would be closed again as soon as
     they are returned, and each new one costs a connection start-up and its statements prepared
@@ -46,13 +47,38 @@ def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **codec)
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=10,
         **codec,
     )
+    if plan_once:
+        _plan_once(engine)
+    return engine
+
+
+# Session settings, sent once per new connection (a pooler must use session pooling anyway).
+_PLAN_ONCE = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off"
+
+
+def _plan_once(engine: AsyncEngine) -> None:
+    """Let PostgreSQL plan each statement once per connection instead of once per execution:
+    planning ingest's statements cost as much as running them, and their array parameters keep
+    the plan cache from ever settling on a generic plan by itself.
+
+    The plan made once must stay right as tables grow, whatever the statistics say: every
+    statement of a delivery looks its rows up by key through an index (``bulk.keyed_select``),
+    and scans are ruled out, since a plan made while a table was a page or two (a new database)
+    would otherwise scan it, and keep scanning it per key once it holds millions of rows. Only
+    for the pool that stores deliveries: the API's filtered reads, reports and the sweep keep
+    plans made for their parameters.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.run_async(lambda connection: connection.execute(_PLAN_ONCE))
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import metrics
@@ -37,15 +36,9 @@ from service.event_log import (
 )
 from service.outbox import enqueue, messages_for, step_key
 from service.policies import LoadedPolicies
-from service.repository import is_postgresql
 from service.sla.engine import CycleResult, derive_cycles, next_fire_at
 from service.sla.types import LeadEvent, LeadState, lead_states, sort_and_dedupe
 from service.status_entries import StatusChanges, status_entry_writes
-
-_PLAN_ONCE = text(
-    "SELECT set_config('plan_cache_mode', 'force_generic_plan', true), "
-    "set_config('enable_seqscan', 'off', true)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +62,6 @@ async def store_delivery(
     policies: LoadedPolicies,
 ) -> IngestResult:
     """Append new events to the log (redeliveries are no-ops) and re-derive affected leads."""
-    if is_postgresql(session):
-        await _plan_once(session)
     unique: dict[str, LeadEvent] = {}
     for event in events:  # a copy repeated in one batch is a redelivery: the first one wins
         unique.setdefault(event.event_id, event)
@@ -117,20 +108,6 @@ async def store_delivery(
         session, [*before, *created.values()], histories, cycles, new_events, now, policies
     )
     return IngestResult(accepted=len(inserted), duplicates=len(events) - len(inserted))
-
-
-async def _plan_once(session: AsyncSession) -> None:
-    """Let PostgreSQL plan this delivery's statements once per connection instead of once per
-    execution: planning them costs as much as running them.
-
-    The plan made once must stay right as tables grow, whatever the statistics say: every
-    statement of a delivery looks its rows up by key through an index (``bulk.keyed_select``),
-    and scans are ruled out, since a plan made while a table was a page or two (a new database)
-    would otherwise scan it, and keep scanning it per key once it holds millions of rows. For
-    this transaction only: the API's filtered reads and the sweep keep plans made for their
-    parameters.
-    """
-    await session.execute(_PLAN_ONCE)
 
 
 async def rederive_leads(

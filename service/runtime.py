@@ -26,6 +26,10 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     reads: async_sessionmaker[AsyncSession]  # read-only: never wait for a writer on SQLite
+    # Storing webhook deliveries: on PostgreSQL a pool of its own, whose connections plan each
+    # statement once (``db._plan_once``); on SQLite the same engine as ``sessions``.
+    ingest: async_sessionmaker[AsyncSession]
+    ingest_engine: AsyncEngine
     policies: PolicyStore
     http: httpx.AsyncClient
     last_sweep_at: float | None = field(default=None)  # monotonic seconds, for /readyz
@@ -46,6 +50,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.ingest_engine.dispose()
         await self.engine.dispose()
 
 
@@ -56,6 +61,9 @@ def build_runtime(
     http: httpx.AsyncClient | None = None,
 ) -> Runtime:
     engine = create_engine(settings.database_url, settings.db_pool_size)
+    ingest_engine = engine
+    if not settings.is_sqlite:
+        ingest_engine = create_engine(settings.database_url, settings.db_pool_size, plan_once=True)
     return Runtime(
         settings=settings,
         clock=clock,
@@ -63,6 +71,8 @@ def build_runtime(
         engine=engine,
         sessions=session_factory(engine),
         reads=read_session_factory(engine),
+        ingest=session_factory(ingest_engine),
+        ingest_engine=ingest_engine,
         policies=PolicyStore(settings.policy_file, settings.environment()),
         http=http or httpx.AsyncClient(timeout=settings.delivery_timeout_seconds),
     )

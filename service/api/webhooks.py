@@ -96,7 +96,7 @@ async def receive_webhook(source: str, request: Request) -> Response:
     )
     for attempt in (1, 2):
         try:
-            async with runtime.sessions() as session, session.begin():
+            async with runtime.ingest() as session, session.begin():
                 result = await store_delivery(
                     session, source, delivery.events, raw, inbound.received_at, loaded
                 )

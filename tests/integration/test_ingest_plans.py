@@ -1,21 +1,23 @@
-"""On PostgreSQL a delivery's statements are planned once per connection (generic plans) inside
-the delivery's transaction only, and every plan they can get looks rows up by index: statistics
-made while the tables were small (a new database, autovacuum behind) never turn a delivery
-into scans of whole tables."""
+"""On PostgreSQL deliveries are stored through a pool of their own whose connections plan each
+statement once (generic plans), and every plan those statements can get looks rows up by index:
+statistics made while the tables were small (a new database, autovacuum behind) never turn a
+delivery into scans of whole tables. The service's other connections plan as before."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import FrozenClock
+from service.config import Settings
 from service.db import create_engine, session_factory
 from service.event_codec import event_from_json
 from service.ingest import store_delivery
 from service.policies import PolicyStore
+from service.runtime import build_runtime
 from service.sla.types import LeadEvent
 from tests.conftest import PG_URL
 from tests.helpers import activity, status
@@ -54,7 +56,8 @@ async def _deliver(session: AsyncSession, events: list[LeadEvent], clock: Frozen
 async def test_a_delivery_reads_and_writes_by_index_on_stale_statistics(
     database_url: str, clock: FrozenClock
 ) -> None:
-    engine = create_engine(database_url, pool_size=1)  # plans are per connection: one throughout
+    # plans are per connection: one throughout
+    engine = create_engine(database_url, pool_size=1, plan_once=True)
     sessions = session_factory(engine)
     try:
         async with sessions() as session, session.begin():
@@ -82,20 +85,17 @@ async def test_a_delivery_reads_and_writes_by_index_on_stale_statistics(
         await engine.dispose()
 
 
-async def test_generic_plans_are_for_the_delivery_transaction_only(
-    database_url: str, clock: FrozenClock
-) -> None:
-    engine = create_engine(database_url, pool_size=1)  # one connection: the same one throughout
-    sessions = session_factory(engine)
-    mode = text("SHOW plan_cache_mode")
+async def test_only_the_pool_that_stores_deliveries_plans_once(settings: Settings) -> None:
+    runtime = build_runtime(settings, FrozenClock(datetime(2026, 11, 23, tzinfo=UTC)), "all")
+    modes = text("SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')")
     try:
-        async with sessions() as session, session.begin():
-            assert await session.scalar(mode) == "auto"
-        async with sessions() as session, session.begin():
-            await _deliver(session, _events("e", range(1), clock, "mql"), clock)
-            assert await session.scalar(mode) == "force_generic_plan"
-        async with sessions() as session, session.begin():
-            assert await session.scalar(mode) == "auto"
-            assert await session.scalar(text("SELECT count(*) FROM lead_events")) == 1
+        for sessions, expected in (
+            (runtime.ingest, ("force_generic_plan", "off")),
+            (runtime.sessions, ("auto", "on")),
+            (runtime.reads, ("auto", "on")),
+        ):
+            for _ in range(2):  # a new connection, then the same one from the pool
+                async with sessions() as session, session.begin():
+                    assert tuple((await session.execute(modes)).one()) == expected
     finally:
-        await engine.dispose()
+        await runtime.close()
