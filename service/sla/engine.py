@@ -14,14 +14,14 @@ from typing import Literal
 
 from service.sla.calendar import Calendar, build_calendar
 from service.sla.policy import CalendarChoice, CalendarSpec, Policy, Trigger
-from service.sla.types import LeadEvent, LeadState, lead_states
+from service.sla.types import LeadEvent, LeadState, lead_states, value_type
 
 CycleState = Literal["running", "paused", "met", "breached"]
 TimerKind = Literal["reminder", "breach", "escalation"]
 CYCLE_KINDS = ("response", "attempts")
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class Pause:
     start: datetime
     end: datetime | None
@@ -29,7 +29,7 @@ class Pause:
     status: str
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class Timer:
     """A moment a cycle wants attention. ``step`` is unique within the cycle and, with the cycle,
     forms the idempotency key of what it sends."""
@@ -41,7 +41,7 @@ class Timer:
     index: int = 0  # which reminder/escalation of the policy
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class CycleResult:
     policy_id: str
     kind: str
