@@ -135,7 +135,7 @@ def _serve(
         from service import api_processes
 
         return api_processes.serve(host, port, workers, log_level)
-    app = create_app(settings, role=role, handle_sighup=True)  # type: ignore[arg-type]
+    app = create_app(settings, role=role, serving=True)  # type: ignore[arg-type]
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     return 0
 
