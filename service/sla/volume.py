@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 from service.sla.calendar import Calendar
 from service.sla.policy import Period, Policy
-from service.sla.types import LeadEvent, LeadState, lead_states
+from service.sla.types import LeadEvent, LeadState, lead_states, value_type
 
 
-@dataclass(frozen=True, slots=True)
+@value_type
 class StatusEntry:
     """The lead entered ``status`` at ``at``, owned by ``owner`` in ``team`` at that moment."""
 
