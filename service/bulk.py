@@ -162,10 +162,11 @@ def keyed_select(
 
     Each key is looked up in a ``LATERAL`` subquery the planner cannot merge into a join, so the
     plan is one lookup per key: by index on any table of more than a few pages, and on every
-    table in a delivery, which rules scans out (``ingest._plan_once``). A plain join on
-    ``unnest`` plans as a hash join over a scan of the whole table whenever the statistics say
-    the table is small, which stale statistics (a new database, a bulk import, a lagging
-    autovacuum) keep saying long after it has grown: ten times slower for a 100-lead batch.
+    table on the connections that store deliveries, which rule scans out (``db._plan_once``).
+    A plain join on ``unnest`` plans as a hash join over a scan of the whole table whenever the
+    statistics say the table is small, which stale statistics (a new database, a bulk import, a
+    lagging autovacuum) keep saying long after it has grown: ten times slower for a 100-lead
+    batch.
 
     Locked rows are locked in id order, whatever order the keys come in, so two transactions
     locking overlapping rows by different keys (CRM ids, primary keys) cannot deadlock: the rows
