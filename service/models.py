@@ -123,9 +123,11 @@ class LeadEventRow(Base):
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime]
     data: Mapped[dict[str, Any]]  # the canonical event
-    raw_request_id: Mapped[int | None] = mapped_column(
-        ForeignKey("raw_requests.id", ondelete="SET NULL"), index=True
-    )
+    # The request that delivered the event, until the purge removes it
+    # (``LEAD_SLA_RAW_RETENTION_DAYS``). Not a foreign key: with one, every purge would rewrite
+    # the events of the requests it removes (``SET NULL``), and every event stored would cost
+    # a lookup of its request and an index entry, for a column nothing looks events up by.
+    raw_request_id: Mapped[int | None] = mapped_column(Id)
 
 
 class Cycle(Base):
@@ -180,7 +182,7 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), unique=True)
-    cycle_id: Mapped[int | None] = mapped_column(Id, index=True)
+    cycle_id: Mapped[int | None] = mapped_column(Id)  # nothing looks messages up by cycle
     type: Mapped[str] = mapped_column(String(32))
     channel: Mapped[str] = mapped_column(String(64))
     channel_type: Mapped[str] = mapped_column(String(32))

@@ -6,15 +6,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import delete
 
 from service import metrics
 from service.gauges import refresh_gauges
-from service.models import OutboxMessage, RawRequest
 from service.notify.dispatcher import dispatch
+from service.retention import purge_expired
 from service.runtime import Runtime
 from service.sweep import sweep
 from service.volume_jobs import evaluate_volume
@@ -56,16 +54,12 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         await evaluate_volume(runtime.sessions, runtime.policies.current, runtime.clock.now())
 
     async def purge_tick() -> None:
-        cutoff = runtime.clock.now() - timedelta(days=settings.raw_retention_days)
-        delivered_cutoff = runtime.clock.now() - timedelta(days=settings.outbox_retention_days)
-        async with runtime.sessions() as session, session.begin():
-            await session.execute(delete(RawRequest).where(RawRequest.received_at < cutoff))
-            await session.execute(
-                delete(OutboxMessage).where(
-                    OutboxMessage.status == "delivered",
-                    OutboxMessage.delivered_at < delivered_cutoff,
-                )
-            )
+        await purge_expired(
+            runtime.sessions,
+            runtime.clock.now(),
+            settings.raw_retention_days,
+            settings.outbox_retention_days,
+        )
 
     jobs: list[tuple[Callable[[], Awaitable[None]], float]] = [
         (sweep_tick, settings.sweep_interval_seconds),
