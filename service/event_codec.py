@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from service.sla.types import (
+    LEAD_FIELDS,
     Activity,
     EventType,
     LeadEvent,
@@ -14,15 +15,10 @@ from service.sla.types import (
     StatusChange,
 )
 
-_SNAPSHOT_FIELDS = (
-    "status", "owner", "team", "email", "name", "source", "segment", "priority", "score",
-    "country",
-)  # fmt: skip
-
 
 def event_to_json(event: LeadEvent) -> dict[str, Any]:
     lead: dict[str, Any] = {"id": event.lead.id}
-    for name in _SNAPSHOT_FIELDS:
+    for name in LEAD_FIELDS:
         value = getattr(event.lead, name)
         if value is not None:
             lead[name] = value
@@ -58,17 +54,8 @@ def event_from_json(data: dict[str, Any]) -> LeadEvent:
         occurred_at=datetime.fromisoformat(data["occurred_at"]),
         lead=LeadSnapshot(
             id=lead["id"],
-            status=lead.get("status"),
-            owner=lead.get("owner"),
-            team=lead.get("team"),
-            email=lead.get("email"),
-            name=lead.get("name"),
-            source=lead.get("source"),
-            segment=lead.get("segment"),
-            priority=lead.get("priority"),
-            score=lead.get("score"),
-            country=lead.get("country"),
             attributes=lead.get("attributes") or {},
+            **{name: lead.get(name) for name in LEAD_FIELDS},
         ),
         status=StatusChange(to=status["to"], from_=status.get("from"), reason=status.get("reason"))
         if status

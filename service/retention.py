@@ -9,9 +9,9 @@ the request that delivered them: the purge never rewrites the event log.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, CursorResult, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.models import OutboxMessage, RawRequest
@@ -47,13 +47,13 @@ async def _delete_in_batches(
     expired: ColumnElement[bool],
     batch_size: int,
 ) -> int:
+    batch = select(model.id).where(expired).order_by(model.id).limit(batch_size)
+    statement = delete(model).where(model.id.in_(batch.scalar_subquery()))
     total = 0
     while True:
-        batch = select(model.id).where(expired).order_by(model.id).limit(batch_size)
         async with sessions() as session, session.begin():
-            ids = list((await session.scalars(batch)).all())
-            if ids:
-                await session.execute(delete(model).where(model.id.in_(ids)))
-        total += len(ids)
-        if len(ids) < batch_size:
+            result = cast(CursorResult[Any], await session.execute(statement))
+            deleted = result.rowcount
+        total += deleted
+        if deleted < batch_size:
             return total
