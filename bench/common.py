@@ -62,7 +62,7 @@ async def pg_connection(url: str) -> AsyncIterator[Any]:
 # --- databases -----------------------------------------------------------------------------
 
 
-_LOCKS: list[Any] = []
+_LOCKS: dict[str, Any] = {}  # lock file handles held, by database URL
 
 
 def claim_database(url: str) -> None:
@@ -70,13 +70,15 @@ def claim_database(url: str) -> None:
     benchmarks never drop each other's database mid-run."""
     import fcntl
 
+    if url in _LOCKS:  # this process holds it already
+        return
     name = "".join(c if c.isalnum() else "_" for c in url)[-120:]
     handle = (Path(tempfile.gettempdir()) / f"lead-sla-bench-{name}.lock").open("w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SystemExit(f"another benchmark is using {url}; wait for it or pick another") from None
-    _LOCKS.append(handle)
+    _LOCKS[url] = handle
 
 
 def recreate_database(url: str) -> None:
