@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -202,9 +203,7 @@ def main() -> int:
     designs: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
         "service": lambda: run_service_sweep(url, args.batch_size, args.concurrency),
         **{
-            name: lambda name=name: run_design(  # type: ignore[misc]
-                url, name, args.cycles, args.batch_size, args.concurrency
-            )
+            name: partial(run_design, url, name, args.cycles, args.batch_size, args.concurrency)
             for name in STATEMENTS
         },
     }
