@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -42,11 +43,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    asyncpg_dsn,
     backend_cpu,
     median,
     migrate,
     percentile,
+    pg_connection,
     pg_url,
     print_header,
     recreate_database,
@@ -121,15 +122,7 @@ _TIMER_TABLE = (
 async def run_design(
     url: str, name: str, cycles: int, batch: int, concurrency: int
 ) -> dict[str, Any]:
-    import asyncpg
-
     statement = STATEMENTS[name]
-    connections = [await asyncpg.connect(asyncpg_dsn(url)) for _ in range(concurrency)]
-    if name.startswith("timers"):
-        for ddl in _TIMER_TABLE:
-            await connections[0].execute(ddl)
-    for connection in connections:
-        await connection.execute("SET jit = off")  # as the service's sweep
     committed: list[tuple[float, int]] = []  # (seconds since start, outbox rows) per transaction
     next_id = 1
 
@@ -149,16 +142,21 @@ async def run_design(
             if rows == 0:
                 return
 
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        connections = [
+            await stack.enter_async_context(pg_connection(url)) for _ in range(concurrency)
+        ]
+        if name.startswith("timers"):
+            for ddl in _TIMER_TABLE:
+                await connections[0].execute(ddl)
+        for connection in connections:
+            await connection.execute("SET jit = off")  # as the service's sweep
         cpu_before = await backend_cpu(url)
         now = datetime.now(UTC)
         started = time.perf_counter()
         await asyncio.gather(*(drain(connection) for connection in connections))
         elapsed = time.perf_counter() - started
         cpu = sum(t - cpu_before.get(pid, 0.0) for pid, t in (await backend_cpu(url)).items())
-    finally:
-        for connection in connections:
-            await connection.close()
     fired = sum(rows for _, rows in committed)
     lags = [at for at, rows in committed for _ in range(rows)]
     return {
