@@ -54,15 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     backtest.add_argument("--to", dest="end", required=True, type=_instant)
 
     simulate = commands.add_parser("simulate", help="post realistic signed traffic to a server")
-    simulate.add_argument("--url", default="http://127.0.0.1:8000")
-    simulate.add_argument("--leads", type=int, default=20)
-    simulate.add_argument("--seed", type=int, default=None)
+    simulate.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the server (default %(default)s)"
+    )
+    simulate.add_argument("--leads", type=int, default=20, help="default %(default)s")
+    simulate.add_argument("--seed", type=int, default=None, help="repeat the same stories")
     simulate.add_argument(
         "--hours-back",
         type=float,
         default=3.0,
-        help="spread the leads' history over this many past hours, so some deadlines have "
-        "already passed and breaches fire at once",
+        help="leads turn MQL over this many past business hours (of the first response "
+        "policy's calendar), so some deadlines have already passed and breaches fire at once "
+        "(default %(default)s)",
     )
 
     args = parser.parse_args(argv)

@@ -16,8 +16,14 @@ from service.policy_file import load_policy_file, load_policy_text
 from service.sla.engine import CalendarLookup, calendar_lookup
 from service.sla.policy import PolicySet
 
-EXAMPLE_POLICY_FILE = Path(__file__).parent / "examples" / "policies.yaml"
 log = logging.getLogger(__name__)
+
+EXAMPLE_POLICY_FILE = Path(__file__).parent / "examples" / "policies.yaml"
+
+
+def policy_file_path(configured: str | None) -> Path:
+    """The policy file a server runs: ``LEAD_SLA_POLICY_FILE``, else the built-in examples."""
+    return Path(configured) if configured else EXAMPLE_POLICY_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +50,7 @@ def load_text(text: str, name: str, env: Mapping[str, str]) -> LoadedPolicies:
 
 class PolicyStore:
     def __init__(self, path: str | None, env: Mapping[str, str]) -> None:
-        self.path = Path(path) if path else EXAMPLE_POLICY_FILE
+        self.path = policy_file_path(path)
         self.env = env
         self.current = load(self.path, env)
         self._label_sets()

@@ -1,8 +1,9 @@
 """``lead-sla simulate``: realistic signed traffic for a running server.
 
-Leads are created and turned MQL at moments spread over the past few hours; most get a first
-call, some quickly, some late, some never — so a fresh server shows met cycles, breaches and
-reminders within seconds of the next sweep.
+Leads turn MQL at moments spread over the past few *business* hours of the server's first
+``response`` policy (read from the same ``LEAD_SLA_POLICY_FILE``); most get a first call, some
+quickly, some late, some never. Whatever the hour — a night, a weekend, a holiday — a fresh
+server then shows met cycles, breaches and reminders within seconds of the next sweep.
 """
 
 from __future__ import annotations
@@ -18,17 +19,57 @@ import httpx
 
 from service.config import Settings
 from service.crm import signatures
+from service.policies import load, policy_file_path
+from service.policy_file import PolicyFileError
+from service.sla.calendar import Calendar
 
 TEAMS = ("emea", "latam", "na")
 OWNERS = ("rep-1", "rep-2", "rep-3")
 SOURCES = ("webinar", "ads", "organic", "referral", "event")
+CALL_DELAYS_MINUTES = (5, 20, 45, 90, 150)  # business minutes after the MQL
+
+
+def story_calendar(settings: Settings) -> tuple[Calendar, str]:
+    """The calendar of the first ``response`` policy the server runs, and its name (24x7 if
+    there is no such policy, or the file cannot be read from here)."""
+    path = policy_file_path(settings.policy_file)
+    try:
+        loaded = load(path, settings.environment())
+    except PolicyFileError as exc:
+        print(f"lead-sla simulate: {exc}\nlead-sla simulate: using a 24x7 calendar",
+              file=sys.stderr)  # fmt: skip
+        return Calendar(), "24x7"
+    name = next(
+        (p.calendar.default for p in loaded.policy_set.policies if p.kind == "response"), None
+    )
+    return loaded.calendars(name), name or "24x7"
+
+
+def business_time_before(calendar: Calendar, end: datetime, seconds: float) -> datetime:
+    """The latest instant from which ``seconds`` of business time run until ``end``; ``end`` minus
+    ``seconds`` of wall time if the calendar has not been open that long in the past year."""
+    span = timedelta(seconds=seconds)
+    while calendar.elapsed(end - span, end) < seconds:
+        if span > timedelta(days=366):
+            return end - timedelta(seconds=seconds)
+        span *= 2
+    early, late = end - span, end  # elapsed(early, end) >= seconds > elapsed(late, end)
+    while late - early > timedelta(seconds=1):
+        middle = early + (late - early) / 2
+        if calendar.elapsed(middle, end) >= seconds:
+            early = middle
+        else:
+            late = middle
+    return early
 
 
 def lead_story(
-    rng: random.Random, lead_id: str, now: datetime, hours_back: float
+    rng: random.Random, lead_id: str, now: datetime, hours_back: float, calendar: Calendar
 ) -> list[dict[str, Any]]:
-    """One lead's events: created, assigned, MQL, maybe contacted, maybe accepted."""
-    created = now - timedelta(hours=rng.uniform(0.2, hours_back))
+    """One lead's events: created, assigned, MQL ``0.2``–``hours_back`` business hours ago,
+    maybe contacted, maybe accepted."""
+    mql_at = business_time_before(calendar, now, rng.uniform(0.2, hours_back) * 3600)
+    created = mql_at - timedelta(minutes=rng.uniform(1, 10))
     lead = {
         "id": lead_id,
         "team": rng.choice(TEAMS),
@@ -40,13 +81,11 @@ def lead_story(
     }
     events = [
         _event(lead_id, "created", "lead.created", created, lead, status={"to": "new"}),
-        _event(lead_id, "mql", "lead.status_changed",
-               created + timedelta(minutes=rng.uniform(1, 10)), {"id": lead_id},
+        _event(lead_id, "mql", "lead.status_changed", mql_at, {"id": lead_id},
                status={"from": "new", "to": "mql", "reason": "score>=80"}),
     ]  # fmt: skip
-    mql_at = events[-1]["occurred_at_dt"]
     if rng.random() < 0.7:
-        call_at = mql_at + timedelta(minutes=rng.choice((5, 20, 45, 90, 150)))
+        call_at = calendar.add(mql_at, rng.choice(CALL_DELAYS_MINUTES) * 60)
         if call_at < now:
             events.append(_event(lead_id, "call", "lead.activity", call_at, {"id": lead_id},
                                  activity={"kind": "call", "outcome": "connected",
@@ -55,8 +94,6 @@ def lead_story(
                 events.append(_event(lead_id, "sal", "lead.status_changed",
                                      call_at + timedelta(minutes=10), {"id": lead_id},
                                      status={"from": "mql", "to": "sal"}))  # fmt: skip
-    for event in events:
-        event.pop("occurred_at_dt")
     return events
 
 
@@ -66,7 +103,6 @@ def _event(lead_id: str, step: str, kind: str, at: datetime, lead: dict[str, Any
         "event_id": f"{lead_id}-{step}",
         "type": kind,
         "occurred_at": at.isoformat(),
-        "occurred_at_dt": at,
         "lead": lead,
         **parts,
     }
@@ -96,7 +132,12 @@ def run_simulation(
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:6].upper()
     now = datetime.now(UTC)
-    events = [e for i in range(leads) for e in lead_story(rng, f"SIM-{run}-{i}", now, hours_back)]
+    calendar, calendar_name = story_calendar(settings)
+    events = [
+        event
+        for i in range(leads)
+        for event in lead_story(rng, f"SIM-{run}-{i}", now, hours_back, calendar)
+    ]
     rng.shuffle(events)  # arrival order differs from occurrence order, as with real CRMs
     accepted = duplicates = 0
     url = base_url.rstrip("/") + "/webhooks/generic"
@@ -109,6 +150,7 @@ def run_simulation(
             answer = response.json()
             accepted += answer["accepted"]
             duplicates += answer["duplicates"]
-    print(f"sent {len(events)} events for {leads} leads (run {run}): "
+    print(f"sent {len(events)} events for {leads} leads (run {run}), MQLs over the past "
+          f"{hours_back:g} business hours of calendar {calendar_name}: "
           f"{accepted} accepted, {duplicates} duplicates")  # fmt: skip
     return 0
