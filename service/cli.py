@@ -74,13 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per tick is noise
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # lines per import
     if args.command == "serve":
         return _serve(settings, args.role, args.host, args.port, args.skip_migrations, args.workers)
     if args.command == "migrate":
-        from service.db import migrate
-
-        migrate(settings.database_url)
-        return 0
+        return _migrate(settings)
     if args.command == "policies" and args.policy_command == "check":
         return _check_policies(args.file, settings)
     if args.command in ("policies", "explain", "backtest"):
@@ -106,7 +104,7 @@ def _serve(
     import uvicorn
 
     from service.app import create_app
-    from service.db import migrate, sqlite_path
+    from service.db import sqlite_path
     from service.worker_lock import WorkerAlreadyRunning, WorkerLock
 
     if not settings.parsed_api_keys() and host not in LOOPBACK_HOSTS and role != "worker":
@@ -131,8 +129,10 @@ def _serve(
             print(f"lead-sla: {exc}", file=sys.stderr)
             return 2
         probe.release()
-    if not skip_migrations:
-        migrate(settings.database_url)
+    if not _policies_load(settings):
+        return 1
+    if not skip_migrations and (code := _migrate(settings)) != 0:
+        return code
     log_level = settings.log_level.lower()
     if workers > 1:
         from service import api_processes
@@ -141,6 +141,40 @@ def _serve(
     app = create_app(settings, role=role, serving=True)  # type: ignore[arg-type]
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
     return 0
+
+
+def _migrate(settings: Settings) -> int:
+    """``alembic upgrade head``; a database that cannot be reached is one line, not a
+    traceback."""
+    from service.db import database_unreachable, describe_error, migrate, safe_url
+
+    try:
+        migrate(settings.database_url)
+    except Exception as error:
+        if not database_unreachable(error):
+            raise
+        print(
+            f"lead-sla: cannot migrate the database at {safe_url(settings.database_url)}: "
+            f"{describe_error(error)}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _policies_load(settings: Settings) -> bool:
+    """The policy file the server will run loads; its errors are printed as ``policies check``
+    prints them, before anything starts."""
+    from service.policies import policy_file_path
+    from service.policy_file import PolicyFileError, load_policy_file
+
+    try:
+        load_policy_file(policy_file_path(settings.policy_file), settings.environment())
+    except PolicyFileError as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return False
+    return True
 
 
 def _check_policies(file: str, settings: Settings) -> int:

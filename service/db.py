@@ -17,7 +17,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -103,6 +104,35 @@ def stale_connection(error: BaseException) -> bool:
     """The error came from a pooled connection the database had closed; the pool has been
     emptied, and the same transaction on a new connection can succeed."""
     return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+_UNAVAILABLE = (OSError, TimeoutError, PoolTimeout, OperationalError, InterfaceError)
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """The database cannot be reached or cannot serve right now (down, restarting, refusing
+    connections, locked, out of pooled connections): worth retrying as it is, unlike a statement
+    that is wrong. A group (concurrent sweep transactions) is if all its errors are."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(database_unreachable(inner) for inner in error.exceptions)
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _UNAVAILABLE)
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for a log or a terminal: the driver's error, not SQLAlchemy's wrapping with the
+    statement and a link. A group is told by its first error."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+
+
+def safe_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service import metrics
+from service.db import database_unreachable, describe_error
 from service.gauges import refresh_gauges
 from service.notify.dispatcher import dispatch
 from service.retention import purge_expired
@@ -18,6 +19,8 @@ from service.sweep import sweep
 from service.volume_jobs import evaluate_volume
 
 log = logging.getLogger(__name__)
+
+STILL_FAILING_LOG_SECONDS = 60.0  # while a tick keeps failing, how often to say so
 
 
 def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
@@ -82,13 +85,43 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
 
 
 def _logged(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    """A failing tick (database down, say) is logged and retried on the next tick."""
+    """A failing tick is retried on the next tick, and logged so that an outage reads as one
+    story rather than a traceback a second: when it starts failing (one line if the database is
+    unavailable, the traceback otherwise), at most once a minute while it goes on, and when it
+    recovers."""
+    name = job.__name__
+    failures = 0
+    failing_since = last_logged = 0.0
 
     async def run() -> None:
+        nonlocal failures, failing_since, last_logged
         try:
             await job()
-        except Exception:
-            log.exception("%s failed; retrying on the next tick", job.__name__)
+        except Exception as error:
+            now = time.monotonic()
+            failures += 1
+            if failures == 1:
+                failing_since = last_logged = now
+                if database_unreachable(error):
+                    log.warning(
+                        "%s failed, database unavailable (%s); retrying on every tick",
+                        name, describe_error(error),
+                    )  # fmt: skip
+                else:
+                    log.exception("%s failed; retrying on every tick", name)
+            elif now - last_logged >= STILL_FAILING_LOG_SECONDS:
+                last_logged = now
+                log.warning(
+                    "%s still failing: %d ticks in a row over %.0f s (%s)",
+                    name, failures, now - failing_since, describe_error(error),
+                )  # fmt: skip
+            return
+        if failures:
+            log.info(
+                "%s recovered after %d failed ticks over %.0f s",
+                name, failures, time.monotonic() - failing_since,
+            )  # fmt: skip
+            failures = 0
 
-    run.__name__ = job.__name__
+    run.__name__ = name
     return run

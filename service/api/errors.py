@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
+from service.db import describe_error
+
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
@@ -29,7 +31,7 @@ def database_unavailable() -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     async def handler(_request: Request, error: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", error)
+        log.warning("database unavailable: %s", describe_error(error))
         return database_unavailable()
 
     for error_type in DATABASE_ERRORS:

@@ -16,7 +16,7 @@ from service import metrics
 from service.api.errors import DATABASE_ERRORS, database_unavailable
 from service.crm.base import BadPayload, InboundRequest, InvalidEvents, SourceConfig, Unauthorized
 from service.crm.registry import ADAPTERS
-from service.db import stale_connection
+from service.db import describe_error, stale_connection
 from service.ingest import RawDelivery, store_delivery
 from service.runtime import Runtime
 
@@ -106,7 +106,9 @@ async def receive_webhook(source: str, request: Request) -> Response:
                 # The database closed this pooled connection (a restart, a failover): try once
                 # on a new one. Safe even if the first commit went through: events dedupe.
                 continue
-            log.warning("webhook from %s not stored, database unavailable: %s", source, exc)
+            log.warning(
+                "webhook from %s not stored, database unavailable: %s", source, describe_error(exc)
+            )
             _outcome(source, "unavailable", started)
             return database_unavailable()
     if delivery.ignored:
