@@ -11,6 +11,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from service import metrics
 from service.db import database_unreachable, describe_error
+from service.failure_streaks import FailureStreak
 from service.gauges import refresh_gauges
 from service.notify.dispatcher import dispatch
 from service.retention import purge_expired
@@ -19,8 +20,6 @@ from service.sweep import sweep
 from service.volume_jobs import evaluate_volume
 
 log = logging.getLogger(__name__)
-
-STILL_FAILING_LOG_SECONDS = 60.0  # while a tick keeps failing, how often to say so
 
 
 def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
@@ -85,43 +84,20 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
 
 
 def _logged(job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    """A failing tick is retried on the next tick, and logged so that an outage reads as one
-    story rather than a traceback a second: when it starts failing (one line if the database is
-    unavailable, the traceback otherwise), at most once a minute while it goes on, and when it
-    recovers."""
-    name = job.__name__
-    failures = 0
-    failing_since = last_logged = 0.0
+    """A failing tick is retried on the next tick; an outage is logged as one streak, in one
+    line when the database is unavailable and with the traceback for any other error."""
+    streak = FailureStreak(log, job.__name__)
 
     async def run() -> None:
-        nonlocal failures, failing_since, last_logged
         try:
             await job()
         except Exception as error:
-            now = time.monotonic()
-            failures += 1
-            if failures == 1:
-                failing_since = last_logged = now
-                if database_unreachable(error):
-                    log.warning(
-                        "%s failed, database unavailable (%s); retrying on every tick",
-                        name, describe_error(error),
-                    )  # fmt: skip
-                else:
-                    log.exception("%s failed; retrying on every tick", name)
-            elif now - last_logged >= STILL_FAILING_LOG_SECONDS:
-                last_logged = now
-                log.warning(
-                    "%s still failing: %d ticks in a row over %.0f s (%s)",
-                    name, failures, now - failing_since, describe_error(error),
-                )  # fmt: skip
+            if database_unreachable(error):
+                streak.failed(f"database unavailable: {describe_error(error)}")
+            else:
+                streak.failed(describe_error(error), traceback=True)
             return
-        if failures:
-            log.info(
-                "%s recovered after %d failed ticks over %.0f s",
-                name, failures, time.monotonic() - failing_since,
-            )  # fmt: skip
-            failures = 0
+        streak.succeeded()
 
-    run.__name__ = name
+    run.__name__ = job.__name__
     return run

@@ -21,12 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import metrics
 from service.clock import Clock
+from service.failure_streaks import FailureStreak
 from service.models import OutboxMessage
 from service.notify.channels import Delivery, Message, deliver
 from service.policies import LoadedPolicies
 from service.repository import is_postgresql
 
 log = logging.getLogger(__name__)
+
+# Per channel, in this process: a receiver that is down is logged when its deliveries start
+# failing, once a minute while they do, and when one goes through again.
+_STREAKS: dict[str, FailureStreak] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,19 @@ async def dispatch(
     async with sessions() as session, session.begin():
         for row, outcome in results:
             await _record(session, row, outcome, clock.now(), retry)
+    _log_outcomes(results)
     return len(claimed)
+
+
+def _log_outcomes(results: list[tuple[_Claimed, Delivery]]) -> None:
+    for row, outcome in results:
+        streak = _STREAKS.get(row.channel)
+        if streak is None:
+            streak = _STREAKS[row.channel] = FailureStreak(log, f"deliveries to {row.channel}")
+        if outcome.ok:
+            streak.succeeded()
+        else:
+            streak.failed(outcome.error or "failed")
 
 
 async def _claim(

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from service import scheduler as scheduler_module
+from service import failure_streaks, scheduler
 from service.clock import FrozenClock
 from service.config import Settings
 from service.runtime import Runtime, build_runtime
-from service.scheduler import build_scheduler
 from tests.workers import ROOT, free_port
 
 
@@ -78,7 +77,7 @@ async def unreachable_runtime() -> AsyncIterator[Runtime]:
 
 
 def _tick(runtime: Runtime, name: str) -> Callable[[], Awaitable[None]]:
-    job = build_scheduler(runtime).get_job(name)
+    job = scheduler.build_scheduler(runtime).get_job(name)
     assert job is not None
     tick: Callable[[], Awaitable[None]] = job.func
     return tick
@@ -100,15 +99,15 @@ async def test_an_outage_is_logged_once_then_once_a_minute_without_tracebacks(
     for _ in range(3):
         await tick()  # never raises: the scheduler would stop calling a job that does
     (first,) = _records(caplog, name)
-    assert first.levelno == logging.WARNING and first.exc_info is None
-    assert "database unavailable (ConnectionRefusedError" in first.getMessage()
+    assert first.levelno == logging.WARNING and not first.exc_info
+    assert f"{name} failed (database unavailable: ConnectionRefusedError" in first.getMessage()
     assert "s3cret-pw" not in first.getMessage()
 
-    monkeypatch.setattr(scheduler_module, "STILL_FAILING_LOG_SECONDS", 0.0)
+    monkeypatch.setattr(failure_streaks, "STILL_FAILING_LOG_SECONDS", 0.0)
     await tick()
     still = _records(caplog, name)[1:]
-    assert len(still) == 1 and still[0].exc_info is None
-    assert "still failing: 4 ticks in a row" in still[0].getMessage()
+    assert len(still) == 1 and not still[0].exc_info
+    assert f"{name} still failing: 4 in a row over" in still[0].getMessage()
 
 
 async def test_a_failing_tick_logs_its_traceback_once_and_its_recovery(
@@ -122,10 +121,10 @@ async def test_a_failing_tick_logs_its_traceback_once_and_its_recovery(
         if error is not None:
             raise error
 
-    tick = scheduler_module._logged(broken_tick)
+    tick = scheduler._logged(broken_tick)
     for _ in range(3):
         await tick()
     first, recovered = _records(caplog, "broken_tick")
-    assert first.levelno == logging.ERROR and first.exc_info is not None
+    assert first.levelno == logging.ERROR and first.exc_info
     assert recovered.levelno == logging.INFO
-    assert "recovered after 2 failed ticks" in recovered.getMessage()
+    assert "broken_tick recovered after 2 failures" in recovered.getMessage()

@@ -4,6 +4,7 @@ leases, and the notification metrics."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from service.clock import FrozenClock
 from service.config import Settings
 from service.models import OutboxMessage
+from service.notify import dispatcher
 from service.notify.channels import Delivery, Message
 from service.notify.dispatcher import dispatch
 from service.runtime import Runtime
@@ -267,3 +269,26 @@ async def test_a_message_that_fails_unexpectedly_does_not_lose_the_batch(
     clock.advance(seconds=runtime.settings.lease_seconds * 2)
     await run_dispatch(runtime)
     assert [b["type"] for b in receiver.bodies()] == ["sla.breached"]
+
+
+async def test_a_failing_receiver_is_logged_when_it_starts_failing_and_when_it_recovers(
+    client: httpx.AsyncClient,
+    clock: FrozenClock,
+    runtime: Runtime,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatcher, "_STREAKS", {})  # no streak left over from other tests
+    caplog.set_level(logging.INFO, logger="service.notify.dispatcher")
+    await one_reminder(client, clock, runtime)
+    receiver.responses = [(503, {}), (503, {}), (503, {})]
+    for _ in range(4):
+        assert await run_dispatch(runtime) == 1
+        clock.set((await the_row(runtime)).next_attempt_at or clock.now())
+    assert (await the_row(runtime)).status == "delivered"
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == dispatcher.log.name]
+    assert lines == [
+        (logging.WARNING, "deliveries to ops failed (HTTP 503); retrying"),
+        (logging.INFO, "deliveries to ops recovered after 3 failures over 0 s"),
+    ]
