@@ -143,7 +143,11 @@ def run_simulation(
     url = base_url.rstrip("/") + "/webhooks/generic"
     with httpx.Client(timeout=30) as client:
         for start in range(0, len(events), 100):
-            response = signed_post(client, url, secret, {"events": events[start : start + 100]})
+            try:
+                response = signed_post(client, url, secret, {"events": events[start : start + 100]})
+            except httpx.HTTPError as exc:
+                print(f"lead-sla simulate: {url}: {exc}", file=sys.stderr)
+                return 1
             if response.status_code != 202:
                 print(f"lead-sla simulate: {response.status_code} {response.text}", file=sys.stderr)
                 return 1

@@ -16,11 +16,13 @@ from service.config import Settings
 from service.crm.base import InboundRequest, SourceConfig
 from service.crm.generic import GenericAdapter
 from service.policies import EXAMPLE_POLICY_FILE, load
-from service.simulate import business_time_before, lead_story, story_calendar
+from service.simulate import business_time_before, lead_story, run_simulation, story_calendar
 from service.sla.calendar import build_calendar
 from service.sla.engine import derive_cycles
 from service.sla.policy import CalendarSpec
 from service.sla.types import LeadEvent, sort_and_dedupe
+from tests.conftest import GENERIC_SECRET
+from tests.workers import free_port
 
 EXAMPLES = load(EXAMPLE_POLICY_FILE, {})
 SAO_PAULO = EXAMPLES.calendars("sao-paulo")
@@ -100,3 +102,13 @@ def test_an_unreadable_policy_file_falls_back_to_24x7(
     end = SATURDAY_NIGHT
     assert calendar.elapsed(end - timedelta(hours=2), end) == 7200
     assert str(broken) in capsys.readouterr().err
+
+
+def test_a_server_that_cannot_be_reached_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = Settings(env_overrides={"LEAD_SLA_WEBHOOK_SECRET_GENERIC": GENERIC_SECRET})
+    assert run_simulation(settings, url, leads=3, seed=1, hours_back=3.0) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"lead-sla simulate: {url}/webhooks/generic: ")
