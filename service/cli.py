@@ -7,8 +7,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.config import LOOPBACK_HOSTS, Settings
+
+if TYPE_CHECKING:
+    from service.sla.policy import PolicySet
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,7 +134,10 @@ def _serve(
             print(f"lead-sla: {exc}", file=sys.stderr)
             return 2
         probe.release()
-    if not _policies_load(settings):
+    from service.policies import policy_file_path
+
+    # The file the server will run, checked before anything starts.
+    if _load_policies(policy_file_path(settings.policy_file), settings) is None:
         return 1
     if not skip_migrations and (code := _migrate(settings)) != 0:
         return code
@@ -162,32 +170,23 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _policies_load(settings: Settings) -> bool:
-    """The policy file the server will run loads; its errors are printed as ``policies check``
-    prints them, before anything starts."""
-    from service.policies import policy_file_path
+def _load_policies(file: str | Path, settings: Settings) -> PolicySet | None:
+    """The policy file, or None after printing its errors as ``FILE:LINE: message``."""
     from service.policy_file import PolicyFileError, load_policy_file
 
     try:
-        load_policy_file(policy_file_path(settings.policy_file), settings.environment())
+        return load_policy_file(file, settings.environment())
     except PolicyFileError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
-        return False
-    return True
+        return None
 
 
 def _check_policies(file: str, settings: Settings) -> int:
-    from service.policy_file import PolicyFileError, load_policy_file, summarize
+    from service.policy_file import summarize
 
-    try:
-        policy_set = load_policy_file(file, settings.environment())
-    except PolicyFileError as exc:
-        for error in exc.errors:
-            print(error, file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{file}:0: cannot read: {exc.strerror}", file=sys.stderr)
+    policy_set = _load_policies(file, settings)
+    if policy_set is None:
         return 1
     for line in summarize(policy_set):
         print(line)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service import cli
 from service.policy_file import (
     PolicyError,
     PolicyFileError,
@@ -758,3 +759,18 @@ def test_yaml_1_2_scalars() -> None:
     assert oslo.hours is not None and oslo.hours[0] == ((time(9), time(17)),)
     assert oslo.closed == frozenset({date(2026, 5, 18)})
     assert policy_set.policies[0].volume_target == 10
+
+
+def test_policies_check_prints_file_line_message_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "policies.yaml"
+    broken.write_text("policies:\n  - id: first-touch\n    kind: response\n")
+    assert cli.main(["policies", "check", str(broken)]) == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert f"{broken}:2: policies[0].target: required" in errors
+    assert all(line.startswith(f"{broken}:") for line in errors)
+
+    assert cli.main(["policies", "check", str(EXAMPLE)]) == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[0].startswith("first-touch: response, target 1h")
