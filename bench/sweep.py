@@ -244,13 +244,7 @@ def drain(args: argparse.Namespace, version: str) -> None:
     for run in range(args.runs):
         for name, measure in sides if run % 2 == 0 else sides[::-1]:
             now = datetime.now(UTC)
-            # due between 1 h and 2 h ago, oldest first by id
-            oldest = now - timedelta(hours=2)
-            spacing = 3600 / args.cycles
-
-            def due_of(pk: int, oldest: datetime = oldest, spacing: float = spacing) -> datetime:
-                return oldest + timedelta(seconds=pk * spacing)
-
+            due_of = due_in_last_hours(args.cycles, now)
             loaded = asyncio.run(load_cycles(url, args.cycles, due_of, version, now))
             figures = asyncio.run(measure())
             stored = asyncio.run(outbox_count(url))
@@ -360,19 +354,24 @@ async def tick_lags(url: str) -> tuple[int, float, float]:
     return len(lags), percentile(lags, 0.5), percentile(lags, 0.99)
 
 
-def main() -> int:
+def due_in_last_hours(cycles: int, now: datetime) -> Callable[[int], datetime]:
+    """Due times of the drain's cycles: between two hours and one hour before ``now``, oldest
+    first by id."""
+    oldest, spacing = now - timedelta(hours=2), 3600 / cycles
+    return lambda pk: oldest + timedelta(seconds=pk * spacing)
+
+
+def add_drain_arguments(parser: argparse.ArgumentParser, *, database: str, runs: int) -> None:
+    """The options of a drain of cycles due at once (this script's and ``sweep_designs.py``'s)."""
     from service.config import Settings
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
     parser.add_argument(
         "--database-url",
-        default=pg_url("lead_sla_bench_sweep"),
+        default=pg_url(database),
         help="PostgreSQL database of the benchmark's own (dropped and re-created)",
     )
     parser.add_argument("--cycles", type=int, default=100_000, help="cycles due at once")
-    parser.add_argument("--runs", type=int, default=5, help="runs per side")
+    parser.add_argument("--runs", type=int, default=runs, help="runs of each side")
     parser.add_argument("--batch-size", type=int, default=1000, help="LEAD_SLA_SWEEP_BATCH_SIZE")
     parser.add_argument(
         "--concurrency",
@@ -380,6 +379,13 @@ def main() -> int:
         default=Settings.model_fields["sweep_concurrency"].default,
         help="LEAD_SLA_SWEEP_CONCURRENCY: sweep transactions at once",
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_drain_arguments(parser, database="lead_sla_bench_sweep", runs=5)
     parser.add_argument("--no-drain", action="store_true", help="skip the drain")
     parser.add_argument("--no-rss", action="store_true", help="skip the memory run")
     parser.add_argument(

@@ -35,7 +35,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,17 @@ from common import (
     migrate,
     percentile,
     pg_connection,
-    pg_url,
     print_header,
     recreate_database,
     spread,
 )
-from sweep import load_cycles, policy_version, run_service_sweep
+from sweep import (
+    add_drain_arguments,
+    due_in_last_hours,
+    load_cycles,
+    policy_version,
+    run_service_sweep,
+)
 
 from service.outbox import pg_cycle_payload, pg_rfc3339
 
@@ -167,25 +172,11 @@ async def run_design(
     }
 
 
-def due_in_last_hours(cycles: int) -> Callable[[int], datetime]:
-    """Due times between two hours and one hour ago, oldest first by id (as ``sweep.py``)."""
-    oldest, spacing = datetime.now(UTC) - timedelta(hours=2), 3600 / cycles
-    return lambda pk: oldest + timedelta(seconds=pk * spacing)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--database-url",
-        default=pg_url("lead_sla_bench_sweep_designs"),
-        help="PostgreSQL database of the benchmark's own (dropped and re-created)",
-    )
-    parser.add_argument("--cycles", type=int, default=100_000, help="cycles due at once")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each design")
-    parser.add_argument("--batch-size", type=int, default=1000, help="timers per transaction")
-    parser.add_argument("--concurrency", type=int, default=2, help="transactions at once")
+    add_drain_arguments(parser, database="lead_sla_bench_sweep_designs", runs=3)
     args = parser.parse_args()
     if args.cycles > 2_000_000:
         parser.error("bounded: at most 2,000,000 due cycles")
@@ -210,10 +201,9 @@ def main() -> int:
         for name, measure in designs.items():
             recreate_database(url)  # the timer designs change the schema
             migrate(url)
+            now = datetime.now(UTC)
             asyncio.run(
-                load_cycles(
-                    url, args.cycles, due_in_last_hours(args.cycles), version, datetime.now(UTC)
-                )
+                load_cycles(url, args.cycles, due_in_last_hours(args.cycles, now), version, now)
             )
             figures = asyncio.run(measure())
             if "db_cpu_us" not in figures:  # the service's figures: CPU share of the drain
