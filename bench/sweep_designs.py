@@ -10,6 +10,12 @@ concurrent transactions (``--concurrency``), under each of these designs, re-loa
   update them, write one outbox row with its body per notice);
 - ``claim-update-insert``: the same three writes, hand-written for this one shape of cycle
   (one breach step): what the statement's generality costs;
+- ``fewer-indexes``: as ``claim-update-insert``, without the cycle indexes the sweep does not
+  use (``owner``, and ``policy_id, state, due_at``, which the API's work queue and the reports
+  read): an update that cannot be done in place writes an entry into every index;
+- ``fewer-indexes-no-row-locks``: as above, and each transaction drains a share of the cycles
+  of its own (``id % concurrency``) without locking rows, as workers holding an advisory lock
+  per share would: what ``FOR UPDATE SKIP LOCKED`` costs;
 - ``timers-hot-update``: timers in a narrow table of their own (cycle id, fire time), deleted
   when they fire; the cycle row updated without touching an indexed column (so PostgreSQL can
   update it in place: no ``next_fire_at`` or ``state`` index, fillfactor 70);
@@ -24,7 +30,8 @@ in the same batches, nothing claimed or updated — the floor of "write the noti
 Fire lag of a timer: wall time at which the transaction that wrote its outbox row committed,
 minus the start of the drain (as in ``sweep.py``).
 
-    python bench/sweep_designs.py              # 3 runs of each design (~4 min)
+    python bench/sweep_designs.py              # 3 runs of each design (~5 min)
+    python bench/sweep_designs.py --runs 1 --designs service,fewer-indexes-no-row-locks
 """
 
 from __future__ import annotations
@@ -80,18 +87,23 @@ _CLAIM_TIMERS = """DELETE FROM sla_timers WHERE cycle_id IN (
     SELECT cycle_id FROM sla_timers WHERE fire_at <= $1 ORDER BY fire_at LIMIT $2
     FOR UPDATE SKIP LOCKED) RETURNING cycle_id"""
 
-# One batch of each design: $1 = now, $2 = batch size (``outbox-only``: $3 = first cycle id).
+_CLAIM_UPDATE_INSERT = f"""WITH claimed AS MATERIALIZED (
+            SELECT c.ctid AS address, c.* FROM sla_cycles AS c WHERE c.next_fire_at <= $1
+            {{share}} ORDER BY c.next_fire_at LIMIT $2 {{lock}}),
+        updated AS (UPDATE sla_cycles AS c SET {_MARK_BREACHED}, next_fire_at = NULL
+                    FROM claimed WHERE c.ctid = claimed.address),
+        notices AS ({_NOTICE} FROM claimed AS c)
+        {_INSERT_NOTICES}"""
+
+# One batch of each design: $1 = now, $2 = batch size (``outbox-only``: $3 = first cycle id;
+# ``fewer-indexes-no-row-locks``: $3 = the transaction's share, $4 = how many shares).
 STATEMENTS = {
     "outbox-only": f"""WITH due AS (SELECT * FROM sla_cycles WHERE id >= $3 ORDER BY id LIMIT $2),
         notices AS ({_NOTICE} FROM due AS c)
         {_INSERT_NOTICES}""",
-    "claim-update-insert": f"""WITH claimed AS MATERIALIZED (
-            SELECT c.ctid AS address, c.* FROM sla_cycles AS c WHERE c.next_fire_at <= $1
-            ORDER BY c.next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED),
-        updated AS (UPDATE sla_cycles AS c SET {_MARK_BREACHED}, next_fire_at = NULL
-                    FROM claimed WHERE c.ctid = claimed.address),
-        notices AS ({_NOTICE} FROM claimed AS c)
-        {_INSERT_NOTICES}""",
+    "claim-update-insert": _CLAIM_UPDATE_INSERT.format(share="", lock="FOR UPDATE SKIP LOCKED"),
+    "fewer-indexes": _CLAIM_UPDATE_INSERT.format(share="", lock="FOR UPDATE SKIP LOCKED"),
+    "fewer-indexes-no-row-locks": _CLAIM_UPDATE_INSERT.format(share="AND c.id % $4 = $3", lock=""),
     "timers-hot-update": f"""WITH timers AS ({_CLAIM_TIMERS}),
         claimed AS MATERIALIZED (SELECT c.ctid AS address, c.* FROM timers
                                  JOIN sla_cycles AS c ON c.id = timers.cycle_id),
@@ -109,6 +121,10 @@ STATEMENTS = {
         FROM timers ON CONFLICT (key) DO NOTHING""",
 }
 
+_FEWER_INDEXES = (
+    "DROP INDEX ix_sla_cycles_owner",
+    "DROP INDEX ix_sla_cycles_policy_id_state_due_at",
+)
 # Timers in a table of their own, and cycle rows that can be updated in place.
 _TIMER_TABLE = (
     "DROP INDEX ix_sla_cycles_next_fire_at",
@@ -122,6 +138,12 @@ _TIMER_TABLE = (
     "VACUUM ANALYZE sla_cycles",
     "CHECKPOINT",
 )
+# What each design changes in the schema before its drain.
+_SCHEMA = {
+    "fewer-indexes": _FEWER_INDEXES,
+    "fewer-indexes-no-row-locks": _FEWER_INDEXES,
+    **{name: _TIMER_TABLE for name in STATEMENTS if name.startswith("timers")},
+}
 
 
 async def run_design(
@@ -131,7 +153,7 @@ async def run_design(
     committed: list[tuple[float, int]] = []  # (seconds since start, outbox rows) per transaction
     next_id = 1
 
-    async def drain(connection: Any) -> None:
+    async def drain(connection: Any, share: int) -> None:
         nonlocal next_id
         while True:
             args: list[Any] = [now, batch]
@@ -140,6 +162,8 @@ async def run_design(
                     return
                 args.append(next_id)
                 next_id += batch
+            elif name.endswith("no-row-locks"):
+                args += [share, concurrency]
             async with connection.transaction():
                 status = await connection.execute(statement, *args)
             rows = int(status.split()[-1])
@@ -151,15 +175,14 @@ async def run_design(
         connections = [
             await stack.enter_async_context(pg_connection(url)) for _ in range(concurrency)
         ]
-        if name.startswith("timers"):
-            for ddl in _TIMER_TABLE:
-                await connections[0].execute(ddl)
+        for ddl in _SCHEMA.get(name, ()):
+            await connections[0].execute(ddl)
         for connection in connections:
             await connection.execute("SET jit = off")  # as the service's sweep
         cpu_before = await backend_cpu(url)
         now = datetime.now(UTC)
         started = time.perf_counter()
-        await asyncio.gather(*(drain(connection) for connection in connections))
+        await asyncio.gather(*(drain(c, share) for share, c in enumerate(connections)))
         elapsed = time.perf_counter() - started
         cpu = sum(t - cpu_before.get(pid, 0.0) for pid, t in (await backend_cpu(url)).items())
     fired = sum(rows for _, rows in committed)
@@ -177,6 +200,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_drain_arguments(parser, database="lead_sla_bench_sweep_designs", runs=3)
+    parser.add_argument(
+        "--designs",
+        help="comma-separated designs to run (default: all, the service's sweep included)",
+    )
     args = parser.parse_args()
     if args.cycles > 2_000_000:
         parser.error("bounded: at most 2,000,000 due cycles")
@@ -196,6 +223,11 @@ def main() -> int:
             for name in STATEMENTS
         },
     }
+    if args.designs:
+        chosen = args.designs.split(",")
+        if unknown := set(chosen) - set(designs):
+            parser.error(f"unknown designs {sorted(unknown)}; known: {', '.join(designs)}")
+        designs = {name: designs[name] for name in chosen}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in designs}
     for run in range(args.runs):
         for name, measure in designs.items():
