@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -74,6 +75,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     args = parser.parse_args(argv)
+    try:
+        status = _run(args)
+        sys.stdout.flush()  # a reader gone away shows here, not as a traceback on exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (``lead-sla policies check FILE | head``): stop quietly, and
+        # point stdout at /dev/null so that flushing it on exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -3,6 +3,8 @@ the exact ``FILE:LINE: field: message`` an operator sees."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from datetime import date, time
 from pathlib import Path
@@ -774,3 +776,18 @@ def test_policies_check_prints_file_line_message_and_exits_1(
     assert cli.main(["policies", "check", str(EXAMPLE)]) == 0
     summary = capsys.readouterr().out.splitlines()
     assert summary[0].startswith("first-touch: response, target 1h")
+
+
+def test_policies_check_into_a_closed_pipe_stops_quietly() -> None:
+    """``lead-sla policies check FILE | head -1``: the reader leaves before the summary is
+    written; the command stops without a traceback."""
+    check = subprocess.Popen(
+        [sys.executable, "-m", "service", "policies", "check", str(EXAMPLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert check.stdout is not None and check.stderr is not None
+    check.stdout.close()  # before the interpreter has even started: every write fails
+    errors = check.stderr.read().decode()
+    assert check.wait(timeout=60) == 1
+    assert errors == ""
