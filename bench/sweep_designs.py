@@ -11,7 +11,7 @@ concurrent transactions (``--concurrency``), under each of these designs, re-loa
 - ``claim-update-insert``: the same three writes, hand-written for this one shape of cycle
   (one breach step): what the statement's generality costs;
 - ``fewer-indexes``: as ``claim-update-insert``, without the cycle indexes the sweep does not
-  use (``owner``, and ``policy_id, state, due_at``, which the API's work queue and the reports
+  use (``owner``, and ``due_at, id``, which the API's work queue and the reports
   read): an update that cannot be done in place writes an entry into every index;
 - ``fewer-indexes-no-row-locks``: as above, and each transaction drains a share of the cycles
   of its own (``id % concurrency``) without locking rows, as workers holding an advisory lock
@@ -123,12 +123,12 @@ STATEMENTS = {
 
 _FEWER_INDEXES = (
     "DROP INDEX ix_sla_cycles_owner",
-    "DROP INDEX ix_sla_cycles_policy_id_state_due_at",
+    "DROP INDEX ix_sla_cycles_due_at_id",
 )
 # Timers in a table of their own, and cycle rows that can be updated in place.
 _TIMER_TABLE = (
     "DROP INDEX ix_sla_cycles_next_fire_at",
-    "DROP INDEX ix_sla_cycles_policy_id_state_due_at",
+    "DROP INDEX ix_sla_cycles_due_at_id",
     "ALTER TABLE sla_cycles SET (fillfactor = 70)",
     "VACUUM FULL sla_cycles",
     "CREATE TABLE sla_timers (cycle_id bigint PRIMARY KEY, fire_at timestamptz NOT NULL)",

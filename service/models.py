@@ -143,7 +143,8 @@ class Cycle(Base):
             postgresql_where=text("next_fire_at IS NOT NULL"),
             sqlite_where=text("next_fire_at IS NOT NULL"),
         ),
-        Index("ix_sla_cycles_policy_id_state_due_at", "policy_id", "state", "due_at"),
+        # The work queue walks it in order (``api.slas``); reports select a period by deadline.
+        Index("ix_sla_cycles_due_at_id", "due_at", "id"),
         # Ids are part of outbox keys: SQLite must never hand a removed cycle's id to a new one.
         {"sqlite_autoincrement": True},
     )

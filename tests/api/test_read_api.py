@@ -270,6 +270,26 @@ async def test_slas_are_ordered_by_deadline_and_paginate_without_gaps(
         assert [key(i) for i in walked] == [key(i) for i in everything], limit
 
 
+async def test_slas_without_a_deadline_paginate_by_id_after_the_dated_ones(
+    client: httpx.AsyncClient, population: datetime
+) -> None:
+    """Three more leads paused before their deadline could be known: four undated cycles in
+    all, walked across the boundary from the dated part of the queue and within the undated."""
+    t = population
+    posted = await post_events(
+        client, t,
+        *(status(f"q{n}", f"Q{n}", t - 10 * MIN, "mql", owner="rep-8") for n in range(3)),
+        *(status(f"w{n}", f"Q{n}", t - 5 * MIN, "waiting_on_lead") for n in range(3)),
+    )  # fmt: skip
+    assert posted.status_code == 202
+    everything = (await get(client, "/api/v1/slas"))["items"]
+    undated = [key(item) for item in everything if item["due_at"] is None]
+    assert len(undated) == 4 and [item["due_at"] for item in everything[-4:]] == [None] * 4
+    for limit in (1, 2, 3, 5):
+        walked = await walk(client, "/api/v1/slas", limit=limit)
+        assert [key(i) for i in walked] == [key(i) for i in everything], limit
+
+
 async def test_naive_due_before_is_422(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/slas", params={"due_before": "2026-11-23T13:00:00"})
     assert response.status_code == 422
