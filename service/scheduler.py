@@ -38,6 +38,8 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
         runtime.last_sweep_at = time.monotonic()
         metrics.SCHEDULER_HEARTBEAT.set(time.time())
 
+    delivery_streaks: dict[str, FailureStreak] = {}
+
     async def dispatch_tick() -> None:
         await dispatch(
             runtime.sessions,
@@ -47,6 +49,7 @@ def build_scheduler(runtime: Runtime) -> AsyncIOScheduler:
             runtime.retry,
             settings.dispatch_batch_size,
             settings.dispatch_concurrency,
+            delivery_streaks,
         )
 
     async def gauges_tick() -> None:

@@ -29,10 +29,6 @@ from service.repository import is_postgresql
 
 log = logging.getLogger(__name__)
 
-# Per channel, in this process: a receiver that is down is logged when its deliveries start
-# failing, once a minute while they do, and when one goes through again.
-_STREAKS: dict[str, FailureStreak] = {}
-
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -65,8 +61,14 @@ async def dispatch(
     retry: RetryPolicy,
     batch_size: int = 200,
     concurrency: int = 20,
+    streaks: dict[str, FailureStreak] | None = None,
 ) -> int:
-    """One dispatch round; returns how many rows were attempted."""
+    """One dispatch round; returns how many rows were attempted.
+
+    ``streaks``: each channel's failures in a row, kept by the caller from round to round (the
+    scheduler), so that a receiver that is down is logged when its deliveries start failing,
+    once a minute while they do, and when one goes through again.
+    """
     async with sessions() as session, session.begin():
         claimed = await _claim(session, clock.now(), retry, batch_size)
     if not claimed:
@@ -89,15 +91,17 @@ async def dispatch(
     async with sessions() as session, session.begin():
         for row, outcome in results:
             await _record(session, row, outcome, clock.now(), retry)
-    _log_outcomes(results)
+    _log_outcomes(results, {} if streaks is None else streaks)
     return len(claimed)
 
 
-def _log_outcomes(results: list[tuple[_Claimed, Delivery]]) -> None:
+def _log_outcomes(
+    results: list[tuple[_Claimed, Delivery]], streaks: dict[str, FailureStreak]
+) -> None:
     for row, outcome in results:
-        streak = _STREAKS.get(row.channel)
+        streak = streaks.get(row.channel)
         if streak is None:
-            streak = _STREAKS[row.channel] = FailureStreak(log, f"deliveries to {row.channel}")
+            streak = streaks[row.channel] = FailureStreak(log, f"deliveries to {row.channel}")
         if outcome.ok:
             streak.succeeded()
         else:
