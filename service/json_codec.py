@@ -5,6 +5,7 @@ which a CRM's custom field can hold) fall back to the standard library."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,3 +23,18 @@ def loads(text: str | bytes) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+
+
+def dumps_rows(rows: Any) -> str:
+    """Rows of values for PostgreSQL's ``json_to_recordset``: datetimes in RFC 3339 (naive ones
+    taken as UTC, as the database driver takes them)."""
+    try:
+        return orjson.dumps(rows, option=orjson.OPT_NAIVE_UTC).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(rows, default=_isoformat)
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
