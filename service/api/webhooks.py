@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -17,8 +19,10 @@ from service.api.errors import DATABASE_ERRORS, database_unavailable
 from service.crm.base import BadPayload, InboundRequest, InvalidEvents, SourceConfig, Unauthorized
 from service.crm.registry import ADAPTERS
 from service.db import describe_error, stale_connection
+from service.event_codec import event_to_json
 from service.ingest import RawDelivery, store_delivery
 from service.runtime import Runtime
+from service.sla.types import LeadEvent
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -39,6 +43,40 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise BodyTooLarge
     return bytes(body)
+
+
+# How the NUL character can appear in a body: raw, escaped in JSON, escaped in a form.
+_NUL_IN_BODY = (b"\x00", b"\\u0000", b"%00")
+_NUL_MESSAGE = "contains the NUL character (\\u0000), which cannot be stored"
+
+
+def _nul_errors(body: bytes, events: Sequence[LeadEvent]) -> list[dict[str, Any]]:
+    """Per-event errors for text holding the NUL character, which PostgreSQL cannot store:
+    the sender must hear that its event is at fault (422), not that the database is down (503,
+    retried forever). It is refused on SQLite too, so that both behave alike. The body is searched
+    first, so that a delivery without the character costs nothing more."""
+    if not any(marker in body for marker in _NUL_IN_BODY):
+        return []
+    return [
+        {"index": index, "field": field, "message": _NUL_MESSAGE}
+        for index, event in enumerate(events)
+        for field in _fields_with_nul(event_to_json(event), "")
+    ]
+
+
+def _fields_with_nul(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                yield inner
+            yield from _fields_with_nul(item, inner)
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            yield from _fields_with_nul(item, f"{path}[{position}]")
 
 
 def _outcome(source: str, outcome: str, started: float) -> None:
@@ -90,6 +128,9 @@ async def receive_webhook(source: str, request: Request) -> Response:
     except InvalidEvents as exc:
         _outcome(source, "invalid", started)
         errors = [{"index": e.index, "field": e.field, "message": e.message} for e in exc.errors]
+        return JSONResponse({"errors": errors}, status_code=422)
+    if errors := _nul_errors(body, delivery.events):
+        _outcome(source, "invalid", started)
         return JSONResponse({"errors": errors}, status_code=422)
     raw = RawDelivery(
         headers={k: v for k, v in inbound.headers.items() if k in KEPT_HEADERS}, body=body

@@ -8,6 +8,7 @@ Zoho, ...) maps its own values the same way and every instant lands as an aware 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -107,13 +108,15 @@ def _from_epoch(number: float, unit: EpochUnit | None) -> datetime:
 
 
 def parse_number(value: object) -> float | None:
-    """A CRM number (a number or its text) as a float; ``None`` when absent or not a number."""
+    """A CRM number (a number or its text) as a float; ``None`` when absent or not a number
+    (``"nan"`` and ``"inf"`` included: no score or amount means either)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
-        return float(value)
-    except ValueError:
+        number = float(value)
+    except (ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def clip(value: str | None, field: str) -> str | None:

@@ -367,6 +367,29 @@ async def test_body_that_is_no_event_is_422(
     await _assert_422(client, clock, runtime, payload)
 
 
+async def test_text_with_the_nul_character_is_422_naming_each_field(
+    client: httpx.AsyncClient, clock: FrozenClock, runtime: Runtime
+) -> None:
+    good = status("e1", "L-1", clock.now(), "mql", owner="rep-7")
+    bad = status("e2", "L-2", clock.now(), "mql", owner="rep\x007",
+                 attributes={"plan": ["pro", "x\x00"], "k\x00ey": 1})  # fmt: skip
+    errors = await _assert_422(client, clock, runtime, {"events": [good, bad]})
+    assert [(e["index"], e["field"]) for e in errors] == [
+        (1, "lead.owner"), (1, "lead.attributes.plan[1]"), (1, "lead.attributes.k\x00ey"),
+    ]  # fmt: skip
+    assert "NUL" in errors[0]["message"]
+
+
+async def test_an_escaped_backslash_before_u0000_is_plain_text(
+    client: httpx.AsyncClient, clock: FrozenClock, runtime: Runtime
+) -> None:
+    literal = status("e1", "L-1", clock.now(), "mql", owner="rep\\u0000")
+    response = await post_events(client, clock.now(), literal)
+    assert response.status_code == 202, response.text
+    (lead,) = await rows(runtime, Lead)
+    assert lead.owner == "rep\\u0000"
+
+
 # --- database down, unknown source ----------------------------------------------------------
 
 

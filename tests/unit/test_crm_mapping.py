@@ -78,7 +78,8 @@ def test_parse_timestamp_rejects_what_is_not_an_instant(value: object) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(42, 42.0), ("12.5", 12.5), (" 7 ", 7.0), ("n/a", None), ("", None), (None, None),
-     (True, None), ({"value": 1}, None), ([1], None)],
+     (True, None), ({"value": 1}, None), ([1], None), ("nan", None), ("-inf", None),
+     (float("inf"), None), (10**400, None)],
 )  # fmt: skip
 def test_numbers_are_read_from_numbers_and_text_only(value: object, expected: float | None) -> None:
     assert parse_number(value) == expected
