@@ -24,7 +24,7 @@ from service.models import Cycle, OutboxMessage
 from service.outbox import pg_rfc3339
 from service.policies import PolicyStore
 from service.runtime import Runtime, build_runtime
-from service.sweep import _fire_batch_rows, _fire_batch_statement, sweep
+from service.sweep import _fire_batch_rows, _fire_batch_statement, fire_due_batch, sweep
 from tests.conftest import PG_URL, Receiver
 from tests.helpers import status
 from tests.workers import (
@@ -243,6 +243,23 @@ async def test_batch_statements_write_what_the_row_by_row_path_writes(
         assert '"elapsed_business_seconds": 308.729' in bodies  # 71.3% of 433 s
         assert '"remaining_business_seconds": 124.271' in bodies
         assert '"elapsed_business_seconds": 0.234' in bodies  # not 0.235
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.skipif(not PG_URL, reason="a PostgreSQL setting")
+async def test_only_the_sweeps_own_commits_skip_waiting_for_the_disk(database_url: str) -> None:
+    """A sweep batch may commit without waiting for the disk (see ``sweep._BATCH_SETTINGS``);
+    nothing else on its pooled connection may, since a 202 promises the events are stored."""
+    engine = create_engine(database_url, pool_size=1)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as session, session.begin():
+            await fire_due_batch(session, datetime.now(UTC), PolicyStore(None, {}).current,
+                                 10, 60.0)  # fmt: skip
+            assert await session.scalar(text("SHOW synchronous_commit")) == "off"
+        async with sessions() as session, session.begin():  # the same, only connection
+            assert await session.scalar(text("SHOW synchronous_commit")) == "on"
     finally:
         await engine.dispose()
 
