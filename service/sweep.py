@@ -188,8 +188,9 @@ managers AS (
         AS p(person, manager)
 ),
 claimed AS MATERIALIZED (
-    SELECT c.id, c.lead_id, c.policy_id, c.number, c.owner, c.team, c.state, c.started_at,
-           c.due_at, c.target_seconds, c.attempts, c.next_fire_at, c.schedule,
+    SELECT c.ctid AS address, c.id, c.lead_id, c.policy_id, c.number, c.owner, c.team,
+           c.state, c.started_at, c.due_at, c.target_seconds, c.attempts, c.next_fire_at,
+           c.schedule,
            CAST(c.fired AS jsonb) AS fired,
            CASE WHEN {_has_key("c.details", "round")}
                 THEN coalesce(CAST(c.details ->> 'round' AS integer), 0) ELSE 0 END AS round,
@@ -226,10 +227,12 @@ decided AS (
     SELECT id,
            jsonb_agg(step ORDER BY pos) FILTER (WHERE fires) AS steps,
            bool_or(fires AND kind = 'breach') AS breaches,
-           (array_agg(at ORDER BY pos DESC) FILTER (WHERE fires AND kind = 'breach'))[1]
-               AS breached_at,
-           (array_agg(kind = 'reminder' ORDER BY pos DESC)
-               FILTER (WHERE announced AND kind <> 'breach'))[1] AS at_risk,
+           max(at) FILTER (WHERE fires AND kind = 'breach') AS breached_at,  -- one per schedule
+           -- whether the last reminder or escalation announced was a reminder (else NULL)
+           CASE WHEN bool_or(announced AND kind <> 'breach')
+                THEN coalesce(max(pos) FILTER (WHERE announced AND kind = 'reminder'), 0)
+                     > coalesce(max(pos) FILTER (WHERE announced AND kind = 'escalation'), 0)
+           END AS at_risk,
            min(at) FILTER (WHERE NOT done AND at > :now) AS next_fire_at
     FROM entries GROUP BY id
 ),
@@ -245,7 +248,7 @@ updated AS (
         next_fire_at = d.next_fire_at,
         updated_at = :now
     FROM claimed AS cl LEFT JOIN decided AS d ON d.id = cl.id
-    WHERE c.id = cl.id
+    WHERE c.ctid = cl.address  -- locked above, so not moved: found without an index
 ),
 messages AS (
     SELECT 'cycle-' || e.id || '-' || e.step
