@@ -10,9 +10,9 @@ concurrent transactions (``--concurrency``), under each of these designs, re-loa
   update them, write one outbox row with its body per notice);
 - ``claim-update-insert``: the same three writes, hand-written for this one shape of cycle
   (one breach step): what the statement's generality costs;
-- ``fewer-indexes``: as ``claim-update-insert``, without the cycle indexes the sweep does not
-  use (``owner``, and ``due_at, id``, which the API's work queue and the reports
-  read): an update that cannot be done in place writes an entry into every index;
+- ``fewer-indexes``: as ``claim-update-insert``, without the cycle index the sweep does not
+  use (``due_at, id``, which the API's work queue and the reports read): an update that
+  cannot be done in place writes an entry into every index;
 - ``fewer-indexes-no-row-locks``: as above, and each transaction drains a share of the cycles
   of its own (``id % concurrency``) without locking rows, as workers holding an advisory lock
   per share would: what ``FOR UPDATE SKIP LOCKED`` costs;
@@ -121,10 +121,7 @@ STATEMENTS = {
         FROM timers ON CONFLICT (key) DO NOTHING""",
 }
 
-_FEWER_INDEXES = (
-    "DROP INDEX ix_sla_cycles_owner",
-    "DROP INDEX ix_sla_cycles_due_at_id",
-)
+_FEWER_INDEXES = ("DROP INDEX ix_sla_cycles_due_at_id",)
 # Timers in a table of their own, and cycle rows that can be updated in place.
 _TIMER_TABLE = (
     "DROP INDEX ix_sla_cycles_next_fire_at",

@@ -14,6 +14,13 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def _url() -> str:
+    """``alembic -x url=...`` for a run by hand against another database, else the configured
+    URL (``lead-sla migrate`` sets it from ``LEAD_SLA_DATABASE_URL``)."""
+    given = context.get_x_argument(as_dictionary=True).get("url")
+    return given or config.get_main_option("sqlalchemy.url") or ""
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -26,7 +33,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(config.get_main_option("sqlalchemy.url") or "")
+    engine = create_engine(_url())
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()
@@ -34,7 +41,7 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
+    context.configure(url=_url(), target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()
 else:
