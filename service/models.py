@@ -157,7 +157,7 @@ class Cycle(Base):
     kind: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))  # running | paused | met | breached
     open: Mapped[bool] = mapped_column(Boolean)  # not yet stopped
-    owner: Mapped[str | None] = mapped_column(String(255))  # not indexed: see api.slas
+    owner: Mapped[str | None] = mapped_column(String(255))  # unindexed: a queue walks due_at
     team: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[datetime]
     due_at: Mapped[datetime | None]
