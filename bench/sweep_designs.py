@@ -87,13 +87,16 @@ _CLAIM_TIMERS = """DELETE FROM sla_timers WHERE cycle_id IN (
     SELECT cycle_id FROM sla_timers WHERE fire_at <= $1 ORDER BY fire_at LIMIT $2
     FOR UPDATE SKIP LOCKED) RETURNING cycle_id"""
 
-_CLAIM_UPDATE_INSERT = f"""WITH claimed AS MATERIALIZED (
+
+def _claim_update_insert(share: str, lock: str) -> str:
+    return f"""WITH claimed AS MATERIALIZED (
             SELECT c.ctid AS address, c.* FROM sla_cycles AS c WHERE c.next_fire_at <= $1
-            {{share}} ORDER BY c.next_fire_at LIMIT $2 {{lock}}),
+            {share} ORDER BY c.next_fire_at LIMIT $2 {lock}),
         updated AS (UPDATE sla_cycles AS c SET {_MARK_BREACHED}, next_fire_at = NULL
                     FROM claimed WHERE c.ctid = claimed.address),
         notices AS ({_NOTICE} FROM claimed AS c)
         {_INSERT_NOTICES}"""
+
 
 # One batch of each design: $1 = now, $2 = batch size (``outbox-only``: $3 = first cycle id;
 # ``fewer-indexes-no-row-locks``: $3 = the transaction's share, $4 = how many shares).
@@ -101,9 +104,9 @@ STATEMENTS = {
     "outbox-only": f"""WITH due AS (SELECT * FROM sla_cycles WHERE id >= $3 ORDER BY id LIMIT $2),
         notices AS ({_NOTICE} FROM due AS c)
         {_INSERT_NOTICES}""",
-    "claim-update-insert": _CLAIM_UPDATE_INSERT.format(share="", lock="FOR UPDATE SKIP LOCKED"),
-    "fewer-indexes": _CLAIM_UPDATE_INSERT.format(share="", lock="FOR UPDATE SKIP LOCKED"),
-    "fewer-indexes-no-row-locks": _CLAIM_UPDATE_INSERT.format(share="AND c.id % $4 = $3", lock=""),
+    "claim-update-insert": _claim_update_insert(share="", lock="FOR UPDATE SKIP LOCKED"),
+    "fewer-indexes": _claim_update_insert(share="", lock="FOR UPDATE SKIP LOCKED"),
+    "fewer-indexes-no-row-locks": _claim_update_insert(share="AND c.id % $4 = $3", lock=""),
     "timers-hot-update": f"""WITH timers AS ({_CLAIM_TIMERS}),
         claimed AS MATERIALIZED (SELECT c.ctid AS address, c.* FROM timers
                                  JOIN sla_cycles AS c ON c.id = timers.cycle_id),

@@ -132,7 +132,8 @@ policies:
     notify:
       reminder: [{channel: log, to: owner}]
 """
-OWNERS = ("rep-1", "rep-2", "rep-9", None)
+# the fourth needs escaping in a JSON body (its leads' CRM ids and teams too)
+OWNERS = ("rep-1", "rep-2", "rep-9", 'Zoë "Z" O\\Brien\t\u2028', None)
 # minutes since each lead became an MQL when the compared sweep runs
 AGES = (1, 3, 5.5, 10, 30.5, 35, 45.5, 55, 59.999, 60, 60.5, 61, 65, 75, 95, 100, 180)
 
@@ -157,8 +158,11 @@ async def test_batch_statements_write_what_the_row_by_row_path_writes(
         for i, age in enumerate(AGES * len(OWNERS)):
             started = now - timedelta(minutes=age, microseconds=(i % 3) * 123_457)
             owner = OWNERS[i // len(AGES)]
-            lead = {"owner": owner, "team": "emea" if i % 2 else "na"} if owner else {}
-            events.append(event_from_json(status(f"e{i}", f"L-{i}", started, "mql", **lead)))
+            escaped = owner is not None and "\\" in owner
+            team = ("emea" if i % 2 else "na") + ('/"\n' if escaped else "")
+            lead = {"owner": owner, "team": team} if owner else {}
+            crm_id = f"L-{i}" + ('"ü\\' if escaped else "")
+            events.append(event_from_json(status(f"e{i}", crm_id, started, "mql", **lead)))
         async with sessions() as session, session.begin():
             await store_delivery(session, "generic", events, None, now, policies)
             # as stored when each lead became an MQL, long before its deadline passed
